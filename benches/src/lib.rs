@@ -1,0 +1,1 @@
+//! Benchmarks for the Icebreaker crates; see `benches/README.md`.

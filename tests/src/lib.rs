@@ -1,0 +1,1 @@
+//! End-to-end and interop tests across the Icebreaker crates and binaries live in `tests/`.
