@@ -111,7 +111,12 @@ impl<'a> ChannelData<'a> {
 
 impl fmt::Debug for ChannelData<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChannelData({:?}, {} bytes)", self.channel, self.data.len())
+        write!(
+            f,
+            "ChannelData({:?}, {} bytes)",
+            self.channel,
+            self.data.len()
+        )
     }
 }
 
@@ -191,16 +196,18 @@ mod tests {
     #[test]
     fn write_then_parse_on_both_transports() {
         let mut buf = [0xAAu8; 16];
-        let n = write_channel_data(&mut buf, channel(), b"hello", Transport::Datagram)
-            .expect("fits");
+        let n =
+            write_channel_data(&mut buf, channel(), b"hello", Transport::Datagram).expect("fits");
         assert_eq!(n, 9);
         assert_eq!(&buf[..4], &[0x40, 0x01, 0x00, 0x05]);
         let parsed = ChannelData::parse(&buf[..n]).expect("valid");
-        assert_eq!((parsed.channel(), parsed.data()), (channel(), &b"hello"[..]));
+        assert_eq!(
+            (parsed.channel(), parsed.data()),
+            (channel(), &b"hello"[..])
+        );
 
         let mut buf = [0xAAu8; 16];
-        let n = write_channel_data(&mut buf, channel(), b"hello", Transport::Stream)
-            .expect("fits");
+        let n = write_channel_data(&mut buf, channel(), b"hello", Transport::Stream).expect("fits");
         assert_eq!(n, 12);
         assert_eq!(&buf[9..12], &[0, 0, 0], "stream padding is zeroed");
         let parsed = ChannelData::parse(&buf[..n]).expect("padding is accepted");
@@ -210,7 +217,10 @@ mod tests {
 
     #[test]
     fn rejects_reserved_channels_and_short_buffers() {
-        assert_eq!(ChannelData::parse(&[0x40, 0]), Err(ChannelDataError::TooShort));
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0]),
+            Err(ChannelDataError::TooShort)
+        );
         assert_eq!(
             ChannelData::parse(&[0x50, 0x00, 0, 0]),
             Err(ChannelDataError::InvalidChannel(0x5000))

@@ -54,7 +54,12 @@ pub enum LongTermKey {
 
 impl LongTermKey {
     /// Derives the key (RFC 8489 §9.2.2).
-    pub fn new(algorithm: KeyAlgorithm, username: &str, realm: &str, password: &str) -> LongTermKey {
+    pub fn new(
+        algorithm: KeyAlgorithm,
+        username: &str,
+        realm: &str,
+        password: &str,
+    ) -> LongTermKey {
         let parts = [
             username.as_bytes(),
             b":",
@@ -257,7 +262,12 @@ mod tests {
     fn rfc5769_long_term_key() {
         // RFC 5769 §2.4: username "マトリックス", realm "example.org", password "TheMatrIX"
         // after SASLprep.
-        let key = LongTermKey::new(KeyAlgorithm::Md5, "マトリックス", "example.org", "TheMatrIX");
+        let key = LongTermKey::new(
+            KeyAlgorithm::Md5,
+            "マトリックス",
+            "example.org",
+            "TheMatrIX",
+        );
         assert_eq!(
             key.as_bytes(),
             &[
@@ -283,13 +293,19 @@ mod tests {
                 user: "alice"
             })
         );
+        assert_eq!(RestUsername::parse("1700000000").map(|u| u.user), Ok(""));
         assert_eq!(
-            RestUsername::parse("1700000000").map(|u| u.user),
-            Ok("")
+            RestUsername::parse("alice:1700000000"),
+            Err(RestCredentialError::NotNumeric)
         );
-        assert_eq!(RestUsername::parse("alice:1700000000"), Err(RestCredentialError::NotNumeric));
-        assert_eq!(RestUsername::parse(":alice"), Err(RestCredentialError::NotNumeric));
-        assert_eq!(RestUsername::parse("+1:alice"), Err(RestCredentialError::NotNumeric));
+        assert_eq!(
+            RestUsername::parse(":alice"),
+            Err(RestCredentialError::NotNumeric)
+        );
+        assert_eq!(
+            RestUsername::parse("+1:alice"),
+            Err(RestCredentialError::NotNumeric)
+        );
         assert_eq!(
             RestUsername::parse("99999999999999999999999:x"),
             Err(RestCredentialError::NotNumeric)
@@ -321,6 +337,9 @@ mod tests {
             SecurityFeatures::from_nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA"),
             Some(SecurityFeatures::default())
         );
-        assert_eq!(SecurityFeatures::from_nonce("f//499k954d6OL34oL9FSTvy64sA"), None);
+        assert_eq!(
+            SecurityFeatures::from_nonce("f//499k954d6OL34oL9FSTvy64sA"),
+            None
+        );
     }
 }

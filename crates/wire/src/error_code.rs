@@ -121,7 +121,13 @@ mod tests {
         assert_eq!(ErrorCode::new(299), None);
         assert_eq!(ErrorCode::new(700), None);
         assert_eq!(ErrorCode::new(699).map(ErrorCode::code), Some(699));
-        assert_eq!(ErrorCode::ALLOCATION_QUOTA_REACHED.to_string(), "486 Allocation Quota Reached");
-        assert_eq!(ErrorCode::new(599).map(|c| c.to_string()), Some("599".to_string()));
+        assert_eq!(
+            ErrorCode::ALLOCATION_QUOTA_REACHED.to_string(),
+            "486 Allocation Quota Reached"
+        );
+        assert_eq!(
+            ErrorCode::new(599).map(|c| c.to_string()),
+            Some("599".to_string())
+        );
     }
 }

@@ -145,15 +145,11 @@ mod tests {
     fn largest_lengths_are_reported_not_rejected() {
         assert_eq!(
             frame(&[0x00, 0x01, 0xFF, 0xFC]),
-            Ok(Framing::Incomplete {
-                needed: 20 + 65532
-            })
+            Ok(Framing::Incomplete { needed: 20 + 65532 })
         );
         assert_eq!(
             frame(&[0x40, 0x00, 0xFF, 0xFF]),
-            Ok(Framing::Incomplete {
-                needed: 4 + 65536
-            })
+            Ok(Framing::Incomplete { needed: 4 + 65536 })
         );
     }
 
@@ -164,9 +160,18 @@ mod tests {
             frame(&[0x16, 0x03, 0x01, 0x00, 0xF4, 0x01, 0x00, 0x00]),
             Err(FramingError::BadMagicCookie(0xF401_0000))
         );
-        assert_eq!(frame(&[0x80, 0, 0, 0]), Err(FramingError::UnknownFrame(0x80)));
-        assert_eq!(frame(&[0x50, 0, 0, 0]), Err(FramingError::InvalidChannel(0x5000)));
-        assert_eq!(frame(&[0x00, 0x01, 0x00, 0x02]), Err(FramingError::UnalignedLength(2)));
+        assert_eq!(
+            frame(&[0x80, 0, 0, 0]),
+            Err(FramingError::UnknownFrame(0x80))
+        );
+        assert_eq!(
+            frame(&[0x50, 0, 0, 0]),
+            Err(FramingError::InvalidChannel(0x5000))
+        );
+        assert_eq!(
+            frame(&[0x00, 0x01, 0x00, 0x02]),
+            Err(FramingError::UnalignedLength(2))
+        );
         assert_eq!(
             frame(&[0x00, 0x01, 0x00, 0x00, 1, 2, 3, 4]),
             Err(FramingError::BadMagicCookie(0x0102_0304))

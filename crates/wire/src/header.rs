@@ -154,7 +154,11 @@ impl MessageType {
     pub const fn to_u16(self) -> u16 {
         let m = self.method.0;
         let c = self.class.bits();
-        (m & 0x000F) | ((m & 0x0070) << 1) | ((m & 0x0F80) << 2) | ((c & 0b01) << 4) | ((c & 0b10) << 7)
+        (m & 0x000F)
+            | ((m & 0x0070) << 1)
+            | ((m & 0x0F80) << 2)
+            | ((c & 0b01) << 4)
+            | ((c & 0b10) << 7)
     }
 
     /// The success response type for this method.
@@ -214,9 +218,18 @@ mod tests {
         assert_eq!(binding.success().to_u16(), 0x0101);
         assert_eq!(binding.error().to_u16(), 0x0111);
         // RFC 8656: Allocate request 0x0003, Send indication 0x0016, Data indication 0x0017.
-        assert_eq!(MessageType::new(Method::ALLOCATE, Class::Request).to_u16(), 0x0003);
-        assert_eq!(MessageType::new(Method::SEND, Class::Indication).to_u16(), 0x0016);
-        assert_eq!(MessageType::new(Method::DATA, Class::Indication).to_u16(), 0x0017);
+        assert_eq!(
+            MessageType::new(Method::ALLOCATE, Class::Request).to_u16(),
+            0x0003
+        );
+        assert_eq!(
+            MessageType::new(Method::SEND, Class::Indication).to_u16(),
+            0x0016
+        );
+        assert_eq!(
+            MessageType::new(Method::DATA, Class::Indication).to_u16(),
+            0x0017
+        );
         // RFC 6062: ConnectionAttempt indication 0x001C.
         assert_eq!(
             MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication).to_u16(),
@@ -239,6 +252,9 @@ mod tests {
         assert_eq!(Method::new(0x0FFF).map(Method::value), Some(0x0FFF));
         assert_eq!(Method::new(0x1000), None);
         assert_eq!(format!("{:?}", Method::CHANNEL_BIND), "ChannelBind");
-        assert_eq!(format!("{:?}", Method::new(0x0ABC).expect("12 bits")), "Method(0xabc)");
+        assert_eq!(
+            format!("{:?}", Method::new(0x0ABC).expect("12 bits")),
+            "Method(0xabc)"
+        );
     }
 }

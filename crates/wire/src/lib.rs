@@ -42,7 +42,6 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
-
 pub mod attr;
 mod channel;
 pub mod credentials;
@@ -59,7 +58,7 @@ pub use channel::{
 };
 pub use error_code::ErrorCode;
 pub use header::{
-    Class, HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, Method, MessageType, TransactionId,
+    Class, HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, MessageType, Method, TransactionId,
 };
 pub use integrity::{FINGERPRINT_XOR, IntegrityAlgorithm, IntegrityKey, VerifyError};
 pub use message::{Attributes, Message, ParseError};

@@ -165,7 +165,10 @@ impl<'b> MessageWriter<'b> {
     /// Writes the attribute header and zeroed padding for a `value_len`-byte value, updates
     /// the message length and returns the value's bytes for the caller to fill.
     fn reserve(&mut self, attr_type: AttrType, value_len: usize) -> Result<&mut [u8], WriteError> {
-        if let Some(after) = self.last.filter(|&last| !integrity::may_follow(Some(last), attr_type)) {
+        if let Some(after) = self
+            .last
+            .filter(|&last| !integrity::may_follow(Some(last), attr_type))
+        {
             return Err(WriteError::OutOfOrder {
                 attr: attr_type,
                 after,

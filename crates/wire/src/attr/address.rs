@@ -193,11 +193,20 @@ mod tests {
     fn rejects_bad_lengths_and_families() {
         let tid = TransactionId::new([0; 12]);
         let err = XorPeerAddress::decode(&[], &tid);
-        assert!(matches!(err, Err(AttributeError::InvalidLength { len: 0, .. })));
+        assert!(matches!(
+            err,
+            Err(AttributeError::InvalidLength { len: 0, .. })
+        ));
         let err = XorPeerAddress::decode(&[0, 1, 0, 0, 1, 2, 3], &tid);
-        assert!(matches!(err, Err(AttributeError::InvalidLength { len: 7, .. })));
+        assert!(matches!(
+            err,
+            Err(AttributeError::InvalidLength { len: 7, .. })
+        ));
         let err = XorPeerAddress::decode(&[0, 2, 0, 0, 1, 2, 3, 4], &tid);
-        assert!(matches!(err, Err(AttributeError::InvalidLength { len: 8, .. })));
+        assert!(matches!(
+            err,
+            Err(AttributeError::InvalidLength { len: 8, .. })
+        ));
         let err = MappedAddress::decode(&[0, 3, 0, 0, 1, 2, 3, 4], &tid);
         assert!(matches!(
             err,

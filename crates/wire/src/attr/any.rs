@@ -98,10 +98,19 @@ mod tests {
     fn every_known_type_has_a_variant() {
         let tid = TransactionId::new([0; 12]);
         for &t in ALL_KNOWN {
-            let decoded = AnyAttribute::decode(RawAttribute { attr_type: t, value: &[] }, &tid);
+            let decoded = AnyAttribute::decode(
+                RawAttribute {
+                    attr_type: t,
+                    value: &[],
+                },
+                &tid,
+            );
             // An empty value is invalid for most types; what matters is that the type was
             // recognised rather than left raw.
-            assert!(!matches!(decoded, Ok(AnyAttribute::Unknown(_))), "{t:?} has no variant");
+            assert!(
+                !matches!(decoded, Ok(AnyAttribute::Unknown(_))),
+                "{t:?} has no variant"
+            );
         }
     }
 }

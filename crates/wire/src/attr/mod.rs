@@ -16,17 +16,17 @@ mod turn;
 use core::fmt;
 
 pub use address::{
-    AlternateServer, MappedAddress, OtherAddress, ResponseOrigin, XorMappedAddress,
-    XorPeerAddress, XorRelayedAddress,
+    AlternateServer, MappedAddress, OtherAddress, ResponseOrigin, XorMappedAddress, XorPeerAddress,
+    XorRelayedAddress,
 };
 pub use any::AnyAttribute;
+pub use discovery::{ChangeRequest, Padding, ResponsePort};
 pub use ice::{IceControlled, IceControlling, Priority, UseCandidate};
 pub use stun::{
     AlternateDomain, ErrorCodeAttribute, Fingerprint, MessageIntegrity, MessageIntegritySha256,
     Nonce, PasswordAlgorithm, PasswordAlgorithms, PasswordAlgorithmsIter, Realm, Software,
     UnknownAttributes, UnknownAttributesIter, UserHash, Username,
 };
-pub use discovery::{ChangeRequest, Padding, ResponsePort};
 pub use turn::{
     AdditionalAddressFamily, AddressErrorCode, AddressFamily, ConnectionId, Data, DontFragment,
     EvenPort, Icmp, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken,
@@ -243,12 +243,10 @@ pub(crate) fn fixed<const N: usize>(
     attr: AttrType,
     value: &[u8],
 ) -> Result<[u8; N], AttributeError> {
-    value
-        .try_into()
-        .map_err(|_| AttributeError::InvalidLength {
-            attr,
-            len: value.len(),
-        })
+    value.try_into().map_err(|_| AttributeError::InvalidLength {
+        attr,
+        len: value.len(),
+    })
 }
 
 /// Decodes a UTF-8 attribute value of at most `max` bytes.

@@ -90,8 +90,10 @@ impl AddressFamily {
     }
 
     fn decode(attr: AttrType, value: u8) -> Result<AddressFamily, AttributeError> {
-        AddressFamily::from_u8(value)
-            .ok_or(AttributeError::UnknownAddressFamily { attr, family: value })
+        AddressFamily::from_u8(value).ok_or(AttributeError::UnknownAddressFamily {
+            attr,
+            family: value,
+        })
     }
 }
 
