@@ -69,7 +69,7 @@ pub fn frame(buf: &[u8]) -> Result<Framing, FramingError> {
     let length = u16::from_be_bytes([head[2], head[3]]);
     let (kind, len) = match head[0] >> 6 {
         0b00 => {
-            if length % 4 != 0 {
+            if !length.is_multiple_of(4) {
                 return Err(FramingError::UnalignedLength(length));
             }
             if let Some(cookie) = buf.get(4..8) {

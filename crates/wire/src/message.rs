@@ -71,7 +71,7 @@ impl<'a> Message<'a> {
         if cookie != MAGIC_COOKIE {
             return Err(ParseError::BadMagicCookie(cookie));
         }
-        if length % 4 != 0 {
+        if !length.is_multiple_of(4) {
             return Err(ParseError::UnalignedLength(length));
         }
         let declared = usize::from(length);

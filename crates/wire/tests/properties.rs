@@ -1,6 +1,8 @@
 //! Property tests: whatever the writer produces parses back to the same content, and no input,
 //! however hostile, makes the codec panic.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::net::{IpAddr, SocketAddr};
 
 use icebreaker_wire::attr::*;

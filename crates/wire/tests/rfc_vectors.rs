@@ -1,5 +1,7 @@
 //! The test vectors of RFC 5769 and RFC 8489 Appendix B.1, verbatim.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 #[rustfmt::skip]
 mod vectors;
 

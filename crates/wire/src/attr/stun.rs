@@ -87,7 +87,7 @@ pub struct MessageIntegritySha256<'a>(pub &'a [u8]);
 impl<'a> MessageIntegritySha256<'a> {
     /// Whether `len` is a length RFC 8489 §14.6 allows.
     pub const fn is_valid_len(len: usize) -> bool {
-        len >= 16 && len <= 32 && len % 4 == 0
+        len >= 16 && len <= 32 && len.is_multiple_of(4)
     }
 }
 
@@ -292,7 +292,7 @@ impl<'a> Attribute<'a> for UnknownAttributes<'a> {
     const TYPE: AttrType = AttrType::UNKNOWN_ATTRIBUTES;
 
     fn decode(value: &'a [u8], _: &TransactionId) -> Result<Self, AttributeError> {
-        if value.len() % 2 != 0 {
+        if !value.len().is_multiple_of(2) {
             return Err(AttributeError::InvalidLength {
                 attr: Self::TYPE,
                 len: value.len(),

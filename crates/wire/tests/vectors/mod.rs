@@ -328,6 +328,7 @@ pub(crate) const RFC8489_B1_MESSAGE_INTEGRITY_SHA256_COMPUTED: [u8; 32] = [
 ///    by HMAC-SHA256 keyed with
 ///    SHA-256(username ":" realm ":" password) (`RFC8489_B1_KEY_SHA256`) over the
 ///    first 120 bytes AS PRINTED, i.e. with the wrong 0x009c length in the header.
+///
 /// There is no FINGERPRINT attribute.
 pub(crate) const RFC8489_B1_REQUEST: [u8; 156] = [
     0x00, 0x01, 0x00, 0x9c, // Request type and message length
