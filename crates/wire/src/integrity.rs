@@ -156,12 +156,12 @@ pub(crate) fn verify_fingerprint(bytes: &[u8], at: usize) -> Result<(), VerifyEr
     }
 }
 
-/// The attribute types a writer may still add after `last`, per RFC 8489 §14.5 to §14.7.
-pub(crate) fn may_follow(last: Option<AttrType>, next: AttrType) -> bool {
+/// Whether `next` may follow `last` without a receiver ignoring it (RFC 8489 §14.5 to §14.7).
+pub(crate) fn may_follow(last: AttrType, next: AttrType) -> bool {
     match last {
-        Some(AttrType::FINGERPRINT) => false,
-        Some(AttrType::MESSAGE_INTEGRITY_SHA256) => next == AttrType::FINGERPRINT,
-        Some(AttrType::MESSAGE_INTEGRITY) => matches!(
+        AttrType::FINGERPRINT => false,
+        AttrType::MESSAGE_INTEGRITY_SHA256 => next == AttrType::FINGERPRINT,
+        AttrType::MESSAGE_INTEGRITY => matches!(
             next,
             AttrType::MESSAGE_INTEGRITY_SHA256 | AttrType::FINGERPRINT
         ),

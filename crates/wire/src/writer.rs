@@ -1,7 +1,7 @@
 //! Writes STUN messages into a caller's buffer: no allocation, padding always zeroed, integrity
 //! and fingerprint computed in place.
 
-use crate::attr::{AttrType, Attribute, Fingerprint, MessageIntegrity};
+use crate::attr::{AttrType, Attribute};
 use crate::header::{HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE_LEN, MessageType, TransactionId};
 use crate::integrity::{self, IntegrityKey};
 use crate::message::padded;
@@ -167,7 +167,7 @@ impl<'b> MessageWriter<'b> {
     fn reserve(&mut self, attr_type: AttrType, value_len: usize) -> Result<&mut [u8], WriteError> {
         if let Some(after) = self
             .last
-            .filter(|&last| !integrity::may_follow(Some(last), attr_type))
+            .filter(|&last| !integrity::may_follow(last, attr_type))
         {
             return Err(WriteError::OutOfOrder {
                 attr: attr_type,
@@ -195,11 +195,3 @@ impl<'b> MessageWriter<'b> {
         Ok(&mut self.buf[at + 4..at + 4 + value_len])
     }
 }
-
-// The raw integrity types are writable through `add` for tests and tools that need a
-// deliberately wrong value; the compile-time check keeps them in the trait.
-const _: fn() = || {
-    fn writable<'x, A: Attribute<'x>>() {}
-    writable::<MessageIntegrity>();
-    writable::<Fingerprint>();
-};

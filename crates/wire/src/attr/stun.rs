@@ -223,49 +223,46 @@ impl<'a> Attribute<'a> for ErrorCodeAttribute<'a> {
     }
 }
 
-/// A list of 16-bit values held either as decoded wire bytes or as a caller's slice, so that
-/// both directions stay free of allocation.
+/// A list of attribute types held either as received wire bytes or as a caller's slice, so
+/// that both directions stay free of allocation.
 #[derive(Clone, Copy)]
-enum U16List<'a, T> {
+enum TypeList<'a> {
     Wire(&'a [u8]),
-    Items(&'a [T]),
+    Items(&'a [AttrType]),
 }
 
 /// UNKNOWN-ATTRIBUTES: the comprehension-required attributes a 420 response did not understand
 /// (RFC 8489 §14.13).
 #[derive(Clone, Copy)]
-pub struct UnknownAttributes<'a>(U16List<'a, AttrType>);
+pub struct UnknownAttributes<'a>(TypeList<'a>);
 
 impl<'a> UnknownAttributes<'a> {
     /// UNKNOWN-ATTRIBUTES listing `types`.
     pub const fn new(types: &'a [AttrType]) -> UnknownAttributes<'a> {
-        UnknownAttributes(U16List::Items(types))
+        UnknownAttributes(TypeList::Items(types))
     }
 
     /// The listed types.
     pub fn iter(&self) -> UnknownAttributesIter<'a> {
-        UnknownAttributesIter(match self.0 {
-            U16List::Wire(bytes) => U16List::Wire(bytes),
-            U16List::Items(items) => U16List::Items(items),
-        })
+        UnknownAttributesIter(self.0)
     }
 }
 
 /// Iterator over the types of [`UnknownAttributes`].
 #[derive(Clone)]
-pub struct UnknownAttributesIter<'a>(U16List<'a, AttrType>);
+pub struct UnknownAttributesIter<'a>(TypeList<'a>);
 
 impl Iterator for UnknownAttributesIter<'_> {
     type Item = AttrType;
 
     fn next(&mut self) -> Option<AttrType> {
         match &mut self.0 {
-            U16List::Wire(bytes) => {
+            TypeList::Wire(bytes) => {
                 let (head, rest) = bytes.split_first_chunk::<2>()?;
                 *bytes = rest;
                 Some(AttrType(u16::from_be_bytes(*head)))
             }
-            U16List::Items(items) => {
+            TypeList::Items(items) => {
                 let (head, rest) = items.split_first()?;
                 *items = rest;
                 Some(*head)
@@ -298,7 +295,7 @@ impl<'a> Attribute<'a> for UnknownAttributes<'a> {
                 len: value.len(),
             });
         }
-        Ok(UnknownAttributes(U16List::Wire(value)))
+        Ok(UnknownAttributes(TypeList::Wire(value)))
     }
 
     fn value_len(&self) -> usize {
