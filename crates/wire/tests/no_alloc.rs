@@ -193,7 +193,10 @@ fn writing_and_parsing_never_allocate() {
         decoded
     });
     assert_eq!(parse, 0, "parsing allocated");
-    assert_eq!(decoded, 39, "one of each of the 39 attribute types was decoded");
+    assert_eq!(
+        decoded, 39,
+        "one of each of the 39 attribute types was decoded"
+    );
 
     // Short-term integrity on a Binding request, as ICE checks use it.
     let (binding, ()) = allocations(|| {
