@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// One attribute with owned contents, from which both codecs' attributes are built.
 #[derive(Clone, Debug)]
 pub(crate) enum Spec {
     XorMappedAddress(SocketAddr),

@@ -35,7 +35,6 @@ use stun_rs::{
     StunErrorType, StunMessage, StunMessageBuilder,
 };
 
-/// One attribute with owned contents, from which both codecs' attributes are built.
 use cases::*;
 use convert::*;
 
