@@ -79,6 +79,7 @@ pub struct ChannelData<'a> {
 
 impl<'a> ChannelData<'a> {
     /// Checks the header and the length against `buf`.
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<ChannelData<'a>, ChannelDataError> {
         let (header, rest) = buf
             .split_first_chunk::<CHANNEL_DATA_HEADER_LEN>()
@@ -149,6 +150,7 @@ pub enum ChannelDataWriteError {
 ///
 /// This is the relay's fast path: data received at offset 4 of a buffer becomes ChannelData
 /// without being copied.
+#[inline]
 pub fn write_channel_data_header(
     buf: &mut [u8],
     channel: ChannelNumber,
@@ -168,6 +170,7 @@ pub fn write_channel_data_header(
 }
 
 /// Writes a whole ChannelData message, copying `data`; returns the framed length.
+#[inline]
 pub fn write_channel_data(
     buf: &mut [u8],
     channel: ChannelNumber,

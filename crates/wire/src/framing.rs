@@ -59,6 +59,7 @@ pub enum FramingError {
 
 /// Looks at the bytes read so far from a stream and says whether a whole frame is there, and
 /// how long it is.
+#[inline]
 pub fn frame(buf: &[u8]) -> Result<Framing, FramingError> {
     let Some(head) = buf.first_chunk::<4>() else {
         return Ok(Framing::Incomplete {

@@ -84,6 +84,7 @@ fn hmac_from<M: KeyInit>(key: &[u8]) -> M {
 
 /// Feeds `bytes[..at]` to `mac` with the header's length field replaced by `length`: the
 /// integrity attributes are computed as if the message ended right after them.
+#[inline]
 fn update_with_length<M: Mac>(mac: &mut M, bytes: &[u8], at: usize, length: usize) {
     mac.update(&bytes[..2]);
     mac.update(&(length as u16).to_be_bytes());
@@ -111,15 +112,18 @@ pub(crate) fn compute_sha256(
 }
 
 /// CRC-32 of `bytes[..at]` XORed as FINGERPRINT requires.
+#[inline]
 pub(crate) fn compute_fingerprint(bytes: &[u8], at: usize) -> u32 {
     crc32fast::hash(&bytes[..at]) ^ FINGERPRINT_XOR
 }
 
+#[inline]
 fn value_at(bytes: &[u8], at: usize) -> &[u8] {
     let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
     &bytes[at + 4..at + 4 + len]
 }
 
+#[inline]
 pub(crate) fn verify_sha1(bytes: &[u8], at: usize, key: &IntegrityKey) -> Result<(), VerifyError> {
     let value = value_at(bytes, at);
     if value.len() != 20 {
@@ -145,6 +149,7 @@ pub(crate) fn verify_sha256(
         .map_err(|_| VerifyError::Mismatch)
 }
 
+#[inline]
 pub(crate) fn verify_fingerprint(bytes: &[u8], at: usize) -> Result<(), VerifyError> {
     let value: [u8; 4] = value_at(bytes, at)
         .try_into()

@@ -60,6 +60,7 @@ pub struct Message<'a> {
 impl<'a> Message<'a> {
     /// Checks that `bytes` is exactly one STUN message, as a UDP datagram or one frame cut
     /// from a stream by [`crate::framing::frame`] must be.
+    #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Message<'a>, ParseError> {
         let header: &[u8; HEADER_LEN] = bytes
             .first_chunk()
@@ -98,6 +99,7 @@ impl<'a> Message<'a> {
 
     /// Walks every attribute once, checking bounds and recording where the integrity and
     /// fingerprint attributes sit.
+    #[inline]
     fn walk_attributes(&mut self) -> Result<(), ParseError> {
         let end = self.bytes.len();
         let mut at = HEADER_LEN;
@@ -182,6 +184,7 @@ impl<'a> Message<'a> {
     }
 
     /// The attributes that count, in order, raw.
+    #[inline]
     pub fn attributes(&self) -> Attributes<'a> {
         Attributes {
             bytes: self.bytes,
@@ -192,6 +195,7 @@ impl<'a> Message<'a> {
 
     /// The first attribute of type `A`, decoded; `Ok(None)` when there is none. A request
     /// whose attribute does not decode is answered with 400.
+    #[inline]
     pub fn get<A: Attribute<'a>>(&self) -> Result<Option<A>, AttributeError> {
         self.raw(A::TYPE)
             .map(|raw| A::decode(raw.value, &self.transaction_id))
@@ -214,6 +218,7 @@ impl<'a> Message<'a> {
     }
 
     /// The first attribute of type `attr_type`, raw.
+    #[inline]
     pub fn raw(&self, attr_type: AttrType) -> Option<RawAttribute<'a>> {
         self.attributes().find(|raw| raw.attr_type == attr_type)
     }
@@ -227,12 +232,14 @@ impl<'a> Message<'a> {
     }
 
     /// Verifies MESSAGE-INTEGRITY (HMAC-SHA1) in constant time.
+    #[inline]
     pub fn verify_message_integrity(&self, key: &IntegrityKey) -> Result<(), VerifyError> {
         let at = self.integrity.ok_or(VerifyError::Missing)?;
         integrity::verify_sha1(self.bytes, at, key)
     }
 
     /// Verifies MESSAGE-INTEGRITY-SHA256 (HMAC-SHA256, possibly truncated) in constant time.
+    #[inline]
     pub fn verify_message_integrity_sha256(&self, key: &IntegrityKey) -> Result<(), VerifyError> {
         let at = self.integrity_sha256.ok_or(VerifyError::Missing)?;
         integrity::verify_sha256(self.bytes, at, key)
@@ -241,6 +248,7 @@ impl<'a> Message<'a> {
     /// Verifies the strongest integrity attribute present, MESSAGE-INTEGRITY-SHA256 before
     /// MESSAGE-INTEGRITY, and says which one it was: a response must use the same
     /// (RFC 8489 §9.2.4).
+    #[inline]
     pub fn verify_integrity(&self, key: &IntegrityKey) -> Result<IntegrityAlgorithm, VerifyError> {
         if self.integrity_sha256.is_some() {
             self.verify_message_integrity_sha256(key)
@@ -253,6 +261,7 @@ impl<'a> Message<'a> {
 
     /// Verifies FINGERPRINT (RFC 8489 §14.7). A message whose FINGERPRINT is wrong is
     /// dropped.
+    #[inline]
     pub fn verify_fingerprint(&self) -> Result<(), VerifyError> {
         let at = self.fingerprint.ok_or(VerifyError::Missing)?;
         integrity::verify_fingerprint(self.bytes, at)
@@ -304,6 +313,7 @@ pub struct Attributes<'a> {
 impl<'a> Iterator for Attributes<'a> {
     type Item = RawAttribute<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<RawAttribute<'a>> {
         loop {
             let (attr_type, len) = attr_header(self.bytes, self.at)?;
@@ -329,6 +339,7 @@ impl<'a> Iterator for Attributes<'a> {
 }
 
 /// Type and value length of the attribute whose header starts at `at`, if 4 bytes are there.
+#[inline]
 fn attr_header(bytes: &[u8], at: usize) -> Option<(AttrType, usize)> {
     let header: &[u8; 4] = bytes.get(at..)?.first_chunk()?;
     Some((

@@ -64,6 +64,7 @@ pub struct MessageWriter<'b> {
 
 impl<'b> MessageWriter<'b> {
     /// Starts a message of type `message_type` by writing its header.
+    #[inline]
     pub fn new(
         buf: &'b mut [u8],
         message_type: MessageType,
@@ -88,6 +89,7 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Appends a typed attribute.
+    #[inline]
     pub fn add<'x, A: Attribute<'x>>(&mut self, attr: &A) -> Result<(), WriteError> {
         let tid = self.transaction_id;
         let value = self.reserve(A::TYPE, attr.value_len())?;
@@ -158,12 +160,14 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Ends the message and returns its length.
+    #[inline]
     pub fn finish(self) -> usize {
         self.len
     }
 
     /// Writes the attribute header and zeroed padding for a `value_len`-byte value, updates
     /// the message length and returns the value's bytes for the caller to fill.
+    #[inline]
     fn reserve(&mut self, attr_type: AttrType, value_len: usize) -> Result<&mut [u8], WriteError> {
         if let Some(after) = self
             .last
