@@ -1,0 +1,12 @@
+//! Icebreaker, the STUN/TURN server: the parts of the `icebreaker` binary that other code
+//! reuses. For now that is the configuration ([`config`]): defaults, a TOML file and
+//! command-line flags merged into one checked [`Config`].
+//!
+//! The daemon builds on the same [`Flags`] and [`Config`], so every subcommand that takes
+//! configuration understands the same keys and reports errors the same way.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+pub use config::{Config, ConfigError, Flags};
