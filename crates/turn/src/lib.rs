@@ -1,0 +1,177 @@
+//! Sans-IO TURN relay core (RFC 8656).
+//!
+//! [`TurnServer`] holds allocations, permissions and channels, authenticates requests with
+//! long-term credentials, applies the peer address policy and quotas, and relays data. It opens
+//! no socket, reads no clock and draws no randomness of its own: the driver passes the time
+//! with every call, a random generator at construction, and a [`RelaySockets`] that binds and
+//! closes relay ports.
+//!
+//! Call order, for each datagram or stream frame:
+//!
+//! 1. From a client: [`TurnServer::handle_client`]. It answers requests into the caller's
+//!    buffer ([`ClientAction::Reply`]) or says which bytes of the packet to send from which
+//!    relay socket to which peer ([`ClientAction::Relay`]).
+//! 2. On a relay socket, from a peer: [`TurnServer::handle_peer`], which says what to send to
+//!    which client: ChannelData written in place in front of the data, or a Data indication
+//!    written into the caller's buffer.
+//! 3. Whenever [`TurnServer::poll_timeout`] passes: [`TurnServer::handle_timeout`], which
+//!    expires allocations, permissions, channels and reservations and closes their sockets.
+//! 4. After any of these, drain [`TurnServer::poll_event`] for logs and metrics.
+//!
+//! STUN Binding requests are not TURN's: the driver hands them to its Binding service.
+//!
+//! One core serves one worker. Workers share nothing but [`Quotas`] (allocation counts) and the
+//! configuration; the kernel's `SO_REUSEPORT` hashing keeps each client 5-tuple on one worker
+//! and each relay socket belongs to the worker that bound it, so the relay path takes no lock.
+
+mod allocation;
+pub mod auth;
+pub mod policy;
+mod ports;
+mod quotas;
+mod requests;
+mod server;
+
+use core::fmt;
+use core::net::{IpAddr, SocketAddr};
+use core::ops::RangeInclusive;
+use std::time::Duration;
+
+pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+pub use auth::{AuthFailure, UserCredential};
+pub use policy::{DenyReason, PeerPolicy};
+pub use ports::RelaySockets;
+pub use quotas::Quotas;
+pub use server::{ClientAction, DeleteReason, Event, PEER_HEADROOM, PeerAction, TurnServer};
+
+/// The transport between a client and the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClientTransport {
+    /// UDP.
+    Udp,
+    /// TCP (RFC 8656 §3.1).
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// DTLS over UDP.
+    Dtls,
+}
+
+impl ClientTransport {
+    /// Whether messages follow each other in a byte stream, so ChannelData must be padded.
+    pub const fn is_stream(self) -> bool {
+        matches!(self, ClientTransport::Tcp | ClientTransport::Tls)
+    }
+
+    /// A short lowercase name, for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ClientTransport::Udp => "udp",
+            ClientTransport::Tcp => "tcp",
+            ClientTransport::Tls => "tls",
+            ClientTransport::Dtls => "dtls",
+        }
+    }
+}
+
+/// The 5-tuple that names an allocation: client address, server address, transport
+/// (RFC 8656 §2.2).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    /// The client's address as the server sees it (its server-reflexive address).
+    pub client: SocketAddr,
+    /// The server address the client sent to.
+    pub server: SocketAddr,
+    /// The transport.
+    pub transport: ClientTransport,
+}
+
+impl fmt::Debug for FiveTuple {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}->{}/{}",
+            self.client,
+            self.server,
+            self.transport.as_str()
+        )
+    }
+}
+
+/// A relay address: where relay sockets are bound, and the address given to clients when the
+/// server sits behind a 1:1 NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayAddress {
+    /// The local IP relay sockets bind to.
+    pub bind: IpAddr,
+    /// The IP put in XOR-RELAYED-ADDRESS; usually the same.
+    pub advertised: IpAddr,
+}
+
+/// What one TURN core needs to know. Workers share one, cloned.
+#[derive(Clone, Debug)]
+pub struct TurnConfig {
+    /// The realm of the long-term credentials.
+    pub realm: String,
+    /// Static users.
+    pub users: Vec<(String, UserCredential)>,
+    /// TURN REST API secrets; several during a rotation.
+    pub rest_secrets: Vec<Vec<u8>>,
+    /// Secret that MACs nonces; every worker of a server must share it.
+    pub nonce_secret: [u8; 32],
+    /// How long a nonce is valid.
+    pub nonce_lifetime: Duration,
+    /// Relay addresses, at most one per family. For a family without one, relay sockets bind
+    /// to the server address the client reached.
+    pub relay: Vec<RelayAddress>,
+    /// Relay ports are drawn from this range.
+    pub relay_ports: RangeInclusive<u16>,
+    /// Lifetime granted when the client asks for less or nothing (RFC 8656: 600 s).
+    pub default_lifetime: Duration,
+    /// Longest lifetime granted (RFC 8656 suggests 3600 s).
+    pub max_lifetime: Duration,
+    /// Permissions per allocation.
+    pub max_permissions: usize,
+    /// Channels per allocation.
+    pub max_channels: usize,
+    /// Bytes per second relayed per allocation and direction; 0 for no limit.
+    pub max_bandwidth: u64,
+    /// Which peers may be relayed to.
+    pub peer_policy: PeerPolicy,
+    /// The SOFTWARE attribute of responses; none by default, to keep answers small.
+    pub software: Option<String>,
+    /// Unauthenticated requests answered per second and source (hashed into buckets).
+    pub challenge_rate: f64,
+    /// Failed authentications tolerated per second and source before requests are dropped.
+    pub auth_failure_rate: f64,
+}
+
+impl TurnConfig {
+    /// A configuration with RFC defaults and the safe policy, for `realm`, relaying on
+    /// `relay_ports`, with no users yet.
+    pub fn new(realm: &str, relay_ports: RangeInclusive<u16>) -> TurnConfig {
+        TurnConfig {
+            realm: realm.into(),
+            users: Vec::new(),
+            rest_secrets: Vec::new(),
+            nonce_secret: [0; 32],
+            nonce_lifetime: Duration::from_secs(600),
+            relay: Vec::new(),
+            relay_ports: relay_ports.clone(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            max_permissions: 64,
+            max_channels: 64,
+            max_bandwidth: 0,
+            peer_policy: PeerPolicy {
+                allow: Vec::new(),
+                deny: Vec::new(),
+                server_addresses: Vec::new(),
+                relay_ports,
+            },
+            software: None,
+            challenge_rate: 20.0,
+            auth_failure_rate: 5.0,
+        }
+    }
+}

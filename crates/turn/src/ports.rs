@@ -1,0 +1,180 @@
+//! Relay ports: drawn at random from the configured range (so that relayed addresses cannot be
+//! predicted), bound through the driver, and reserved for EVEN-PORT pairs (RFC 8656 §7.2).
+
+use core::net::{IpAddr, SocketAddr};
+use core::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+
+/// What binding a relay port needs from the driver: the one side effect the core must see the
+/// outcome of before it can answer an Allocate.
+pub trait RelaySockets {
+    /// Opens a relay socket on `addr`; false when the port is taken (by another program or
+    /// another worker) or cannot be bound.
+    fn bind(&mut self, addr: SocketAddr) -> bool;
+    /// Closes the relay socket on `addr`.
+    fn release(&mut self, addr: SocketAddr);
+}
+
+/// A port kept for a later Allocate carrying its RESERVATION-TOKEN: the odd port of an
+/// EVEN-PORT pair whose Allocate asked to reserve it.
+#[derive(Clone, Debug)]
+pub(crate) struct Reservation {
+    pub(crate) token: [u8; 8],
+    pub(crate) addr: SocketAddr,
+    pub(crate) expires: Instant,
+}
+
+/// Reservations are kept for 30 s (RFC 8656 §7.2 suggests about 30 seconds).
+pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// How many random draws before a sequential sweep of the range.
+const RANDOM_TRIES: usize = 32;
+
+/// Picks and binds a relay port on `ip` within `range`: random draws first, then a sweep
+/// from a random start so that a nearly full range still finds its last free port. With
+/// `even`, only even ports whose odd neighbour is free too, if `pair` (the neighbour is then
+/// bound as well). Returns the bound port, and the neighbour when paired.
+pub(crate) fn bind_port(
+    ip: IpAddr,
+    range: &RangeInclusive<u16>,
+    even: bool,
+    pair: bool,
+    in_use: &dyn Fn(SocketAddr) -> bool,
+    rng: &mut dyn RngCore,
+    sockets: &mut dyn RelaySockets,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let (start, end) = (u32::from(*range.start()), u32::from(*range.end()));
+    if start > end {
+        return None;
+    }
+    let span = end - start + 1;
+    let try_port = |port: u32, sockets: &mut dyn RelaySockets| {
+        let port = u16::try_from(port).ok()?;
+        if even && port % 2 != 0 {
+            return None;
+        }
+        let addr = SocketAddr::new(ip, port);
+        if in_use(addr) {
+            return None;
+        }
+        let neighbour = if pair {
+            let next = port.checked_add(1).filter(|p| range.contains(p))?;
+            let next = SocketAddr::new(ip, next);
+            if in_use(next) {
+                return None;
+            }
+            Some(next)
+        } else {
+            None
+        };
+        if !sockets.bind(addr) {
+            return None;
+        }
+        if let Some(next) = neighbour
+            && !sockets.bind(next)
+        {
+            sockets.release(addr);
+            return None;
+        }
+        Some((addr, neighbour))
+    };
+    for _ in 0..RANDOM_TRIES {
+        let port = start + rng.next_u32() % span;
+        if let Some(found) = try_port(port, sockets) {
+            return Some(found);
+        }
+    }
+    let offset = rng.next_u32() % span;
+    (0..span).find_map(|i| try_port(start + (offset + i) % span, sockets))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        bound: HashSet<SocketAddr>,
+        refuse: HashSet<u16>,
+    }
+
+    impl RelaySockets for Fake {
+        fn bind(&mut self, addr: SocketAddr) -> bool {
+            !self.refuse.contains(&addr.port()) && self.bound.insert(addr)
+        }
+        fn release(&mut self, addr: SocketAddr) {
+            self.bound.remove(&addr);
+        }
+    }
+
+    const IP: IpAddr = IpAddr::V4(core::net::Ipv4Addr::new(203, 0, 113, 1));
+
+    #[test]
+    fn fills_a_small_range_then_fails() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut fake = Fake::default();
+        fake.refuse.insert(50_003);
+        let mut got = HashSet::new();
+        for _ in 0..9 {
+            let in_use = |a: SocketAddr| got.contains(&a);
+            let (addr, _) = bind_port(
+                IP,
+                &(50_000..=50_009),
+                false,
+                false,
+                &in_use,
+                &mut rng,
+                &mut fake,
+            )
+            .expect("a free port");
+            got.insert(addr);
+        }
+        assert!(
+            !got.contains(&SocketAddr::new(IP, 50_003)),
+            "refused by the driver"
+        );
+        let in_use = |a: SocketAddr| got.contains(&a);
+        assert_eq!(
+            bind_port(
+                IP,
+                &(50_000..=50_009),
+                false,
+                false,
+                &in_use,
+                &mut rng,
+                &mut fake
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn even_ports_and_pairs() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut fake = Fake::default();
+        for _ in 0..20 {
+            let bound = fake.bound.clone();
+            let in_use = |a: SocketAddr| bound.contains(&a);
+            let (addr, next) = bind_port(
+                IP,
+                &(50_000..=50_099),
+                true,
+                true,
+                &in_use,
+                &mut rng,
+                &mut fake,
+            )
+            .expect("a free pair");
+            assert_eq!(addr.port() % 2, 0);
+            assert_eq!(next.map(|n| n.port()), Some(addr.port() + 1));
+        }
+        assert_eq!(fake.bound.len(), 40);
+    }
+}

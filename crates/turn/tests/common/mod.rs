@@ -1,0 +1,332 @@
+//! A test harness for the TURN core: a virtual clock, fake relay sockets, and clients that
+//! speak long-term credentials.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use icebreaker_turn::{
+    ClientAction, ClientTransport, Event, FiveTuple, PeerAction, Quotas, RelaySockets, TurnConfig,
+    TurnServer, UserCredential,
+};
+use icebreaker_wire::attr::{
+    AnyAttribute, ErrorCodeAttribute, Nonce, Realm, Username, XorRelayedAddress,
+};
+use icebreaker_wire::credentials::KeyAlgorithm;
+use icebreaker_wire::{
+    Class, ErrorCode, IntegrityKey, Message, MessageType, MessageWriter, Method, TransactionId,
+};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+pub const REALM: &str = "example.org";
+pub const SERVER: &str = "203.0.113.1:3478";
+/// Unix time at the start of every test: 2026-11-21.
+pub const UNIX_START: u64 = 1_795_219_200;
+
+/// Relay sockets that live in a set; ports can be refused to play another program.
+#[derive(Default)]
+pub struct FakeSockets {
+    pub bound: HashSet<SocketAddr>,
+    pub refuse: HashSet<u16>,
+}
+
+impl RelaySockets for FakeSockets {
+    fn bind(&mut self, addr: SocketAddr) -> bool {
+        !self.refuse.contains(&addr.port()) && self.bound.insert(addr)
+    }
+
+    fn release(&mut self, addr: SocketAddr) {
+        assert!(
+            self.bound.remove(&addr),
+            "released {addr}, which was not bound"
+        );
+    }
+}
+
+/// The default configuration of these tests: two users, a REST secret, 100 relay ports.
+pub fn config() -> TurnConfig {
+    let mut config = TurnConfig::new(REALM, 50_000..=50_099);
+    config.users = vec![
+        ("alice".into(), UserCredential::Password("secret".into())),
+        ("bob".into(), UserCredential::Password("hunter2".into())),
+    ];
+    config.rest_secrets = vec![b"rest-secret".to_vec()];
+    config.nonce_secret = [9; 32];
+    config.peer_policy.server_addresses = vec![addr(SERVER).ip()];
+    config
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("literal address")
+}
+
+pub struct Harness {
+    pub server: TurnServer,
+    pub start: Instant,
+    pub now: Instant,
+    pub sockets: FakeSockets,
+    pub quotas: Arc<Quotas>,
+    pub events: Vec<Event>,
+    next_tid: u64,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with(config(), Quotas::new(10_000, 10))
+    }
+
+    pub fn with(config: TurnConfig, quotas: Quotas) -> Harness {
+        let start = Instant::now();
+        let quotas = Arc::new(quotas);
+        let rng = Box::new(ChaCha8Rng::seed_from_u64(7));
+        Harness {
+            server: TurnServer::new(config, quotas.clone(), rng, start, UNIX_START),
+            start,
+            now: start,
+            sockets: FakeSockets::default(),
+            quotas,
+            events: Vec::new(),
+            next_tid: 1,
+        }
+    }
+
+    pub fn unix_now(&self) -> u64 {
+        UNIX_START + self.now.duration_since(self.start).as_secs()
+    }
+
+    /// Moves the clock and runs the timers, as a driver would.
+    pub fn advance(&mut self, by: Duration) {
+        let target = self.now + by;
+        while let Some(at) = self.server.poll_timeout().filter(|&at| at <= target) {
+            self.now = at.max(self.now);
+            self.server.handle_timeout(self.now, &mut self.sockets);
+            self.drain();
+        }
+        self.now = target;
+        self.server.handle_timeout(self.now, &mut self.sockets);
+        self.drain();
+    }
+
+    pub fn drain(&mut self) {
+        while let Some(event) = self.server.poll_event() {
+            self.events.push(event);
+        }
+    }
+
+    pub fn tid(&mut self) -> TransactionId {
+        self.next_tid += 1;
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&self.next_tid.to_be_bytes());
+        TransactionId::new(bytes)
+    }
+
+    /// Sends raw bytes from `client`; returns the action and, for a reply, its bytes.
+    pub fn send(&mut self, client: &Client, packet: &[u8]) -> (ClientAction, Vec<u8>) {
+        let mut out = [0u8; 2048];
+        let action = self.server.handle_client(
+            self.now,
+            client.five_tuple,
+            packet,
+            &mut out,
+            &mut self.sockets,
+        );
+        self.drain();
+        let reply = match action {
+            ClientAction::Reply(len) => out[..len].to_vec(),
+            _ => Vec::new(),
+        };
+        (action, reply)
+    }
+
+    /// Sends a request of `method` with `attrs`, signed with the client's credentials when it
+    /// has a nonce, and returns the reply's bytes (empty when dropped).
+    pub fn request(
+        &mut self,
+        client: &Client,
+        method: Method,
+        attrs: &[AnyAttribute<'_>],
+    ) -> Vec<u8> {
+        let tid = self.tid();
+        let bytes = client.build(method, tid, attrs);
+        self.send(client, &bytes).1
+    }
+
+    /// Like [`request`](Harness::request), following one 438 with the fresh nonce, as a client
+    /// whose nonce expired does.
+    pub fn request_fresh(
+        &mut self,
+        client: &mut Client,
+        method: Method,
+        attrs: &[AnyAttribute<'_>],
+    ) -> Vec<u8> {
+        let reply = self.request(client, method, attrs);
+        if error_code(&reply) == Some(ErrorCode::STALE_NONCE) && client.learn_nonce(&reply) {
+            return self.request(client, method, attrs);
+        }
+        reply
+    }
+
+    /// Allocates for `client`, answering the 401 challenge; returns the relayed address.
+    pub fn allocate(&mut self, client: &mut Client) -> SocketAddr {
+        let reply = self.allocate_with(client, &[]);
+        let message = Message::parse(&reply).expect("a reply");
+        assert_eq!(message.class(), Class::Success, "{message:?}");
+        message
+            .get::<XorRelayedAddress>()
+            .expect("valid")
+            .expect("XOR-RELAYED-ADDRESS")
+            .0
+    }
+
+    /// Sends Allocate (REQUESTED-TRANSPORT UDP plus `extra`) and follows one 401 or 438.
+    pub fn allocate_with(&mut self, client: &mut Client, extra: &[AnyAttribute<'_>]) -> Vec<u8> {
+        let mut attrs = vec![AnyAttribute::RequestedTransport(
+            icebreaker_wire::attr::RequestedTransport::UDP,
+        )];
+        attrs.extend_from_slice(extra);
+        let reply = self.request(client, Method::ALLOCATE, &attrs);
+        if client.learn_nonce(&reply) {
+            return self.request(client, Method::ALLOCATE, &attrs);
+        }
+        reply
+    }
+
+    /// Delivers `data` from `peer` to the relay socket `relay`, as a driver with headroom would.
+    pub fn deliver_from_peer(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> (PeerAction, Vec<u8>) {
+        let mut buf = vec![0u8; 4 + data.len() + 4];
+        buf[4..4 + data.len()].copy_from_slice(data);
+        let mut out = [0u8; 2048];
+        let action =
+            self.server
+                .handle_peer(self.now, relay, peer, &mut buf, 4..4 + data.len(), &mut out);
+        self.drain();
+        let bytes = match &action {
+            PeerAction::ForwardInPlace { range, .. } => buf[range.clone()].to_vec(),
+            PeerAction::Forward { len, .. } => out[..*len].to_vec(),
+            PeerAction::Drop => Vec::new(),
+        };
+        (action, bytes)
+    }
+}
+
+/// A TURN client's side of the credentials.
+#[derive(Clone)]
+pub struct Client {
+    pub five_tuple: FiveTuple,
+    pub username: String,
+    pub password: String,
+    pub nonce: Option<String>,
+    pub realm: String,
+    /// Add FINGERPRINT to every request.
+    pub fingerprint: bool,
+}
+
+impl Client {
+    pub fn new(client: &str, username: &str, password: &str) -> Client {
+        Client {
+            five_tuple: FiveTuple {
+                client: addr(client),
+                server: addr(SERVER),
+                transport: ClientTransport::Udp,
+            },
+            username: username.into(),
+            password: password.into(),
+            nonce: None,
+            realm: REALM.into(),
+            fingerprint: true,
+        }
+    }
+
+    pub fn alice() -> Client {
+        Client::new("198.51.100.10:40000", "alice", "secret")
+    }
+
+    pub fn bob() -> Client {
+        Client::new("198.51.100.20:40000", "bob", "hunter2")
+    }
+
+    pub fn key(&self) -> IntegrityKey {
+        IntegrityKey::long_term(
+            KeyAlgorithm::Md5,
+            &self.username,
+            &self.realm,
+            &self.password,
+        )
+    }
+
+    /// Remembers the NONCE of a 401 or 438 answer; true if it was one.
+    pub fn learn_nonce(&mut self, reply: &[u8]) -> bool {
+        let Ok(message) = Message::parse(reply) else {
+            return false;
+        };
+        let code = message
+            .get::<ErrorCodeAttribute>()
+            .ok()
+            .flatten()
+            .map(|e| e.code);
+        if !matches!(
+            code,
+            Some(ErrorCode::UNAUTHENTICATED | ErrorCode::STALE_NONCE)
+        ) {
+            return false;
+        }
+        let nonce = message.get::<Nonce>().expect("valid").expect("a NONCE");
+        self.nonce = Some(nonce.0.to_string());
+        true
+    }
+
+    /// A request of `method` with `attrs`; signed when the client holds a nonce.
+    pub fn build(&self, method: Method, tid: TransactionId, attrs: &[AnyAttribute<'_>]) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let request = MessageType::new(method, Class::Request);
+        let mut w = MessageWriter::new(&mut buf, request, tid).expect("fits");
+        for attr in attrs {
+            w.add_any(attr).expect("fits");
+        }
+        if let Some(nonce) = &self.nonce {
+            w.add(&Username(&self.username)).expect("fits");
+            w.add(&Realm(&self.realm)).expect("fits");
+            w.add(&Nonce(nonce)).expect("fits");
+            w.add_message_integrity(&self.key()).expect("fits");
+        }
+        if self.fingerprint {
+            w.add_fingerprint().expect("fits");
+        }
+        let len = w.finish();
+        buf.truncate(len);
+        buf
+    }
+}
+
+/// The error code of a reply, or `None` for a success.
+pub fn error_code(reply: &[u8]) -> Option<ErrorCode> {
+    let message = Message::parse(reply).expect("a reply");
+    message
+        .get::<ErrorCodeAttribute>()
+        .expect("valid")
+        .map(|e| e.code)
+}
+
+/// Asserts a reply is a success signed with `key`.
+pub fn assert_success(reply: &[u8], key: &IntegrityKey) {
+    let message = Message::parse(reply).expect("a reply");
+    assert_eq!(message.class(), Class::Success, "{message:?}");
+    message
+        .verify_message_integrity(key)
+        .expect("signed with the request's key");
+}
+
+/// Asserts a reply is the error `code`.
+pub fn assert_error(reply: &[u8], code: ErrorCode) {
+    assert!(!reply.is_empty(), "expected {code}, got no reply");
+    assert_eq!(error_code(reply), Some(code), "{:?}", Message::parse(reply));
+}
