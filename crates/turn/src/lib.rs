@@ -134,7 +134,8 @@ pub struct TurnConfig {
     pub max_permissions: usize,
     /// Channels per allocation.
     pub max_channels: usize,
-    /// Bytes per second relayed per allocation and direction; 0 for no limit.
+    /// Bytes per second relayed per allocation, both directions counted together; 0 for no
+    /// limit.
     pub max_bandwidth: u64,
     /// Which peers may be relayed to.
     pub peer_policy: PeerPolicy,

@@ -117,6 +117,14 @@ impl PeerPolicy {
         }
         Ok(())
     }
+
+    /// Whether `ip`, in any spelling (mapped, compatible, NAT64, 6to4, Teredo), is one of the
+    /// server's own addresses.
+    pub(crate) fn is_server_address(&self, ip: IpAddr) -> bool {
+        canonical(ip)
+            .iter()
+            .any(|ip| self.server_addresses.contains(ip))
+    }
 }
 
 /// The addresses a peer address stands for. An IPv4-mapped, IPv4-compatible or NAT64 address

@@ -401,13 +401,14 @@ impl TurnServer {
         let Some(allocation) = self.allocations[index].as_mut() else {
             return ClientAction::Drop;
         };
-        if allocation.relay.is_ipv4() != peer.is_ipv4() {
+        if allocation.expires <= now || allocation.relay.is_ipv4() != peer.is_ipv4() {
             return ClientAction::Drop;
         }
         // Permissions match the IP only, so a permission for one of the server's own addresses
-        // (another allocation's relayed address) must not open the server's other ports.
+        // (another allocation's relayed address) must not open the server's other ports, nor
+        // may another spelling of that address (`::ffff:a.b.c.d`, 6to4) slip past the check.
         let policy = &self.config.peer_policy;
-        let own_address = policy.server_addresses.contains(&peer.ip());
+        let own_address = policy.is_server_address(peer.ip());
         if own_address && let Err(reason) = policy.check(peer) {
             self.events.push_back(Event::PeerDenied {
                 five_tuple,
@@ -457,7 +458,12 @@ impl TurnServer {
         let Some(allocation) = self.allocations[index].as_mut() else {
             return PeerAction::Drop;
         };
-        if !allocation.permits(peer.ip(), now) || data.end > buf.len() {
+        // An allocation past its lifetime relays nothing, even before the sweep removes it.
+        if allocation.expires <= now
+            || data.start > data.end
+            || data.end > buf.len()
+            || !allocation.permits(peer.ip(), now)
+        {
             return PeerAction::Drop;
         }
         if !allocation.bandwidth.spend(data.len(), now) {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use icebreaker_turn::{
-    ClientAction, ClientTransport, Event, FiveTuple, PeerAction, Quotas, RelaySockets, TurnConfig,
-    TurnServer, UserCredential,
+    ClientAction, ClientTransport, DenyReason, Event, FiveTuple, PeerAction, Quotas, RelaySockets,
+    TurnConfig, TurnServer, UserCredential,
 };
 use icebreaker_wire::attr::{
-    AnyAttribute, ErrorCodeAttribute, Nonce, Realm, Username, XorRelayedAddress,
+    AnyAttribute, AttrType, Data, DontFragment, ErrorCodeAttribute, Nonce, RawAttribute, Realm,
+    Username, XorPeerAddress, XorRelayedAddress,
 };
 use icebreaker_wire::credentials::KeyAlgorithm;
 use icebreaker_wire::{
@@ -216,6 +217,178 @@ impl Harness {
         };
         (action, bytes)
     }
+
+    /// CreatePermission for `peers`, one XOR-PEER-ADDRESS each, following one 438.
+    pub fn create_permission(&mut self, client: &mut Client, peers: &[SocketAddr]) -> Vec<u8> {
+        let attrs: Vec<AnyAttribute<'_>> = peers
+            .iter()
+            .map(|&p| AnyAttribute::XorPeerAddress(XorPeerAddress(p)))
+            .collect();
+        self.request_fresh(client, Method::CREATE_PERMISSION, &attrs)
+    }
+
+    /// ChannelBind of `channel` to `peer`, following one 438. The number is written raw, so
+    /// that numbers outside 0x4000..=0x4FFF can be sent too.
+    pub fn channel_bind(&mut self, client: &mut Client, channel: u16, peer: SocketAddr) -> Vec<u8> {
+        let number = channel_number(channel);
+        self.request_fresh(
+            client,
+            Method::CHANNEL_BIND,
+            &[
+                AnyAttribute::Unknown(RawAttribute {
+                    attr_type: AttrType::CHANNEL_NUMBER,
+                    value: &number,
+                }),
+                AnyAttribute::XorPeerAddress(XorPeerAddress(peer)),
+            ],
+        )
+    }
+
+    /// A Send indication to `peer` carrying `data`: unsigned, as indications are
+    /// (RFC 8656 §11.1).
+    pub fn send_indication(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+        dont_fragment: bool,
+    ) -> Vec<u8> {
+        let tid = self.tid();
+        let mut buf = vec![0u8; 128 + data.len()];
+        let indication = MessageType::new(Method::SEND, Class::Indication);
+        let mut w = MessageWriter::new(&mut buf, indication, tid).expect("fits");
+        w.add(&XorPeerAddress(peer)).expect("fits");
+        if dont_fragment {
+            w.add(&DontFragment).expect("fits");
+        }
+        w.add(&Data(data)).expect("fits");
+        let len = w.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    /// An unsigned message of `method` and `class` with `attrs`, as a client might send it.
+    pub fn message(&mut self, method: Method, class: Class, attrs: &[AnyAttribute<'_>]) -> Vec<u8> {
+        let tid = self.tid();
+        let mut buf = vec![0u8; 512];
+        let mut w =
+            MessageWriter::new(&mut buf, MessageType::new(method, class), tid).expect("fits");
+        for attr in attrs {
+            w.add_any(attr).expect("fits");
+        }
+        let len = w.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    /// Sends a Send indication from `client` to `peer`; returns the packet and the action.
+    pub fn send_to_peer(
+        &mut self,
+        client: &Client,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> (ClientAction, Vec<u8>) {
+        let packet = self.send_indication(peer, data, false);
+        let (action, _) = self.send(client, &packet);
+        (action, packet)
+    }
+
+    /// Whether data from `peer` to `relay` is forwarded, and then to `client`.
+    pub fn peer_reaches(&mut self, client: &Client, relay: SocketAddr, peer: SocketAddr) -> bool {
+        match self.deliver_from_peer(relay, peer, b"ping").0 {
+            PeerAction::Drop => false,
+            PeerAction::Forward { client: to, .. }
+            | PeerAction::ForwardInPlace { client: to, .. } => {
+                assert_eq!(to, client.five_tuple, "forwarded to the wrong client");
+                true
+            }
+        }
+    }
+
+    /// The peer denials reported so far, as (client, peer, reason).
+    pub fn denials(&self) -> Vec<(FiveTuple, SocketAddr, DenyReason)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerDenied {
+                    five_tuple,
+                    peer,
+                    reason,
+                } => Some((*five_tuple, *peer, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The peer and data of a Data indication, checking that it is one: class Indication, method
+/// Data, and unsigned (RFC 8656 §11.3).
+pub fn data_indication(bytes: &[u8]) -> (SocketAddr, Vec<u8>) {
+    let message = Message::parse(bytes).expect("a STUN message");
+    assert_eq!(message.class(), Class::Indication, "{message:?}");
+    assert_eq!(message.method(), Method::DATA, "{message:?}");
+    assert!(
+        message.integrity_offset().is_none(),
+        "indications are unsigned"
+    );
+    assert!(
+        message.integrity_sha256_offset().is_none(),
+        "indications are unsigned"
+    );
+    let peer = message
+        .get::<XorPeerAddress>()
+        .expect("valid")
+        .expect("XOR-PEER-ADDRESS")
+        .0;
+    let data = message.get::<Data<'_>>().expect("valid").expect("DATA").0;
+    (peer, data.to_vec())
+}
+
+/// The XOR-RELAYED-ADDRESS of a successful Allocate answer.
+pub fn relayed_address(reply: &[u8]) -> SocketAddr {
+    let message = Message::parse(reply).expect("a reply");
+    assert_eq!(message.class(), Class::Success, "{message:?}");
+    message
+        .get::<XorRelayedAddress>()
+        .expect("valid")
+        .expect("XOR-RELAYED-ADDRESS")
+        .0
+}
+
+/// The action must be a relay from `relay` to `peer` of exactly `data` within `packet`.
+pub fn assert_relayed(
+    action: &ClientAction,
+    packet: &[u8],
+    relay: SocketAddr,
+    peer: SocketAddr,
+    data: &[u8],
+) {
+    let ClientAction::Relay {
+        relay: from,
+        peer: to,
+        range,
+        ..
+    } = action
+    else {
+        panic!("not relayed: {action:?}");
+    };
+    assert_eq!((*from, *to), (relay, peer));
+    assert_eq!(&packet[range.clone()], data);
+}
+
+/// The CHANNEL-NUMBER value for `channel`: the number, then two bytes RFFU.
+pub fn channel_number(channel: u16) -> [u8; 4] {
+    let [hi, lo] = channel.to_be_bytes();
+    [hi, lo, 0, 0]
+}
+
+/// A ChannelData message; any number and length field may be written, valid or not.
+pub fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(data.len()).expect("short data");
+    let mut out = Vec::with_capacity(4 + data.len());
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(data);
+    out
 }
 
 /// A TURN client's side of the credentials.
