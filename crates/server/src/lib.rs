@@ -1,6 +1,7 @@
 //! Icebreaker, the STUN/TURN server: the parts of the `icebreaker` binary that other code
 //! reuses. For now that is the configuration ([`config`]): defaults, a TOML file and
-//! command-line flags merged into one checked [`Config`].
+//! command-line flags merged into one checked [`Config`]. The daemon's live counters and
+//! their HTTP endpoint are in [`metrics`].
 //!
 //! The daemon builds on the same [`Flags`] and [`Config`], so every subcommand that takes
 //! configuration understands the same keys and reports errors the same way.
@@ -8,5 +9,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod metrics;
+pub mod net;
+pub mod serve;
+mod worker;
 
 pub use config::{Config, ConfigError, Flags};

@@ -1,5 +1,7 @@
 //! The `icebreaker` command.
 //!
+//! - `icebreaker serve [--config FILE] [flags]`: runs the STUN/TURN server. With no argument it
+//!   serves UDP 3478 on every interface with a generated user, and prints how to connect.
 //! - `icebreaker check-config FILE [flags]`: checks a configuration file with flags over it and
 //!   prints the effective configuration, secrets redacted. Exit status 0 when valid, 2 with
 //!   `error: FILE:LINE:COLUMN: reason` on standard error when not.
@@ -27,10 +29,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the STUN/TURN server (UDP 3478 on every interface by default).
+    Serve(Box<Serve>),
     /// Check a configuration file, with flags over it, and print the effective configuration.
     CheckConfig(Box<CheckConfig>),
     /// Print TURN REST API credentials and an iceServers snippet for a WebRTC application.
     Credentials(Credentials),
+}
+
+#[derive(Args)]
+struct Serve {
+    /// A TOML configuration file; flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
 }
 
 #[derive(Args)]
@@ -70,6 +83,7 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Serve(args) => serve(*args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Credentials(args) => credentials(&args).map(|()| ExitCode::SUCCESS),
     };
@@ -80,6 +94,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(args: Serve) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(args.config.as_deref(), &args.flags) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(CONFIG_ERROR));
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            config.log_level.as_str(),
+        ))
+        .with_writer(std::io::stderr)
+        .init();
+    let source = icebreaker::serve::Source {
+        file: args.config,
+        flags: args.flags,
+    };
+    icebreaker::serve::run(config, source)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_config(args: &CheckConfig) -> anyhow::Result<ExitCode> {

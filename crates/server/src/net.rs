@@ -1,0 +1,138 @@
+//! Sockets and addresses: listeners shared by the workers through `SO_REUSEPORT`, relay sockets,
+//! and the host's own addresses.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Receive and send buffers asked for on listeners: a burst of small packets must not overflow
+/// the kernel queue while a worker is busy. The kernel caps it at `net.core.rmem_max`.
+const LISTENER_BUFFER: usize = 4 << 20;
+
+/// A non-blocking UDP listener on `addr` that every worker binds: the kernel spreads clients
+/// over the workers by hashing their 4-tuple, so a client always reaches the same worker.
+pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    // Best effort: a smaller buffer only costs drops under bursts.
+    let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+    let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A non-blocking relay socket on `addr`, without `SO_REUSEPORT`: a port another worker or
+/// program holds must fail to bind, so that two allocations never share one.
+pub fn relay_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The IP addresses of this host's interfaces, loopback included; IPv6 link-local addresses
+/// are left out (they need a scope to be used).
+pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for interface in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            let ip = v6.ip();
+            if ip.segments()[0] & 0xffc0 == 0xfe80 {
+                continue;
+            }
+            IpAddr::V6(ip)
+        } else {
+            continue;
+        };
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}
+
+/// The listen addresses with every wildcard (`0.0.0.0:P`, `[::]:P`) replaced by each interface
+/// address of its family on port P. Binding each address on its own, as coturn does, means
+/// every request arrives on a socket that knows which address it reached: answers leave from
+/// it and relays are allocated on it.
+pub fn expand_listen(listen: &[SocketAddr], interfaces: &[IpAddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for addr in listen {
+        if addr.ip().is_unspecified() {
+            for ip in interfaces
+                .iter()
+                .filter(|ip| ip.is_ipv4() == addr.is_ipv4())
+            {
+                push_unique(&mut out, SocketAddr::new(*ip, addr.port()));
+            }
+        } else {
+            push_unique(&mut out, *addr);
+        }
+    }
+    out
+}
+
+fn push_unique(out: &mut Vec<SocketAddr>, addr: SocketAddr) {
+    if !out.contains(&addr) {
+        out.push(addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_expand_to_each_interface_of_their_family() {
+        let interfaces: Vec<IpAddr> = ["127.0.0.1", "192.0.2.5", "::1", "2001:db8::5"]
+            .iter()
+            .map(|s| s.parse().expect("literal"))
+            .collect();
+        let listen: Vec<SocketAddr> = ["0.0.0.0:3478", "127.0.0.1:3478", "[::]:3479"]
+            .iter()
+            .map(|s| s.parse().expect("literal"))
+            .collect();
+        let expanded: Vec<String> = expand_listen(&listen, &interfaces)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            expanded,
+            [
+                "127.0.0.1:3478",
+                "192.0.2.5:3478",
+                "[::1]:3479",
+                "[2001:db8::5]:3479"
+            ]
+        );
+    }
+
+    #[test]
+    fn this_host_has_a_loopback_address() {
+        let addresses = interface_addresses().expect("getifaddrs");
+        assert!(addresses.iter().any(IpAddr::is_loopback), "{addresses:?}");
+    }
+
+    #[test]
+    fn relay_ports_are_exclusive_and_listeners_are_shared() {
+        let relay = relay_socket("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let taken = relay.local_addr().expect("bound");
+        assert!(relay_socket(taken).is_err(), "a relay port is never shared");
+        let first = udp_listener("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let port = first.local_addr().expect("bound");
+        udp_listener(port).expect("a second worker binds the same listener");
+    }
+}

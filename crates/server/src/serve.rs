@@ -1,0 +1,334 @@
+//! `icebreaker serve`: builds the cores from the configuration, starts one worker per thread and
+//! the metrics endpoint, prints how to connect, and handles SIGHUP (reload) and SIGTERM (drain).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use icebreaker_stun::{AlternateAddress, BindingConfig, BindingService};
+use icebreaker_turn::{PeerPolicy, Quotas, RelayAddress, TurnConfig, TurnServer};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Flags, UserCredential};
+use crate::metrics::Metrics;
+use crate::net;
+use crate::worker::{Control, Worker};
+
+/// Where the configuration came from, to load it again on SIGHUP.
+pub struct Source {
+    /// The `--config` file, if any.
+    pub file: Option<PathBuf>,
+    /// The command-line flags.
+    pub flags: Flags,
+}
+
+/// The name of the user generated when none is configured.
+const GENERATED_USER: &str = "icebreaker";
+
+/// Runs the server until SIGTERM or SIGINT, then drains.
+pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
+    let generated = generate_user_if_none(&mut config);
+    let interfaces = net::interface_addresses().context("cannot list interface addresses")?;
+    let mut listen = net::expand_listen(&config.listen, &interfaces);
+    if listen.is_empty() {
+        bail!(
+            "no address to listen on: {:?} matched no interface",
+            config.listen
+        );
+    }
+    let binding = binding_service(&config, &listen)?;
+    for addr in binding.rfc5780_addresses() {
+        if !listen.contains(&addr) {
+            listen.push(addr);
+        }
+    }
+
+    let mut nonce_secret = [0u8; 32];
+    StdRng::from_os_rng().fill_bytes(&mut nonce_secret);
+    let core_config = turn_config(&config, &listen, &interfaces, nonce_secret);
+    let quotas = Arc::new(Quotas::new(config.total_quota, config.user_quota));
+    let metrics = Metrics::new(config.relay_ports.len() as u64);
+    let (now, unix_now) = (Instant::now(), unix_time());
+
+    let threads = config.worker_threads().get();
+    let mut workers = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let (sender, receiver) = mpsc::channel();
+        let core = TurnServer::new(
+            core_config.clone(),
+            quotas.clone(),
+            Box::new(StdRng::from_os_rng()),
+            now,
+            unix_now,
+        );
+        let (worker, waker) =
+            Worker::new(&listen, core, binding.clone(), metrics.worker(), receiver)?;
+        let handle = thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || worker.run())?;
+        workers.push((sender, waker, handle));
+    }
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let stop_http = Arc::new(AtomicBool::new(false));
+    let http = match config.metrics {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let (metrics, ready, stop) = (metrics.clone(), ready.clone(), stop_http.clone());
+            Some(
+                thread::Builder::new()
+                    .name("metrics".into())
+                    .spawn(move || {
+                        if let Err(error) =
+                            crate::metrics::serve_http(listener, metrics, ready, stop)
+                        {
+                            error!(%error, "metrics endpoint failed");
+                        }
+                    })?,
+            )
+        }
+        None => None,
+    };
+
+    print_banner(&config, &listen, generated.as_deref());
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
+    info!(threads, listen = ?listen, "serving");
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .context("cannot install signal handlers")?;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match Config::load(source.file.as_deref(), &source.flags) {
+                Ok(mut new) => {
+                    new.users = if new.users.is_empty() && new.auth_secrets.is_empty() {
+                        config.users.clone()
+                    } else {
+                        new.users
+                    };
+                    let reloaded = turn_config(&new, &listen, &interfaces, nonce_secret);
+                    for (sender, waker, _) in &workers {
+                        let _ = sender.send(Control::Reconfigure(Box::new(reloaded.clone())));
+                        let _ = waker.wake();
+                    }
+                    info!("configuration reloaded");
+                }
+                Err(error) => error!(%error, "reload refused; the running configuration stays"),
+            }
+            continue;
+        }
+        break;
+    }
+
+    info!(timeout = config.drain_timeout, "draining");
+    ready.store(false, Ordering::Relaxed);
+    for (sender, waker, _) in &workers {
+        let _ = sender.send(Control::Drain);
+        let _ = waker.wake();
+    }
+    let deadline = Instant::now() + Duration::from_secs(config.drain_timeout.into());
+    while quotas.total() > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (sender, waker, _) in &workers {
+        let _ = sender.send(Control::Stop);
+        let _ = waker.wake();
+    }
+    for (_, _, handle) in workers {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => error!(%error, "worker failed"),
+            Err(_) => error!("worker panicked"),
+        }
+    }
+    stop_http.store(true, Ordering::Relaxed);
+    if let Some(http) = http {
+        let _ = http.join();
+    }
+    info!(remaining = quotas.total(), "stopped");
+    Ok(())
+}
+
+/// With neither users nor REST secrets configured, nobody could use the relay: make one user
+/// with a random password and return the password, to be printed.
+fn generate_user_if_none(config: &mut Config) -> Option<String> {
+    if !config.users.is_empty() || !config.auth_secrets.is_empty() {
+        return None;
+    }
+    let mut bytes = [0u8; 18];
+    StdRng::from_os_rng().fill_bytes(&mut bytes);
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    config.users.push(crate::config::User {
+        name: GENERATED_USER.into(),
+        credential: UserCredential::Password(password.clone()),
+    });
+    Some(password)
+}
+
+fn binding_service(config: &Config, listen: &[SocketAddr]) -> anyhow::Result<BindingService> {
+    let rfc5780 = match config.other_address {
+        Some(alternate) => {
+            let primary = listen
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == alternate.is_ipv4() && a.ip() != alternate.ip())
+                .context("other-address needs a listen address of its family on another IP")?;
+            Some(AlternateAddress { primary, alternate })
+        }
+        None => None,
+    };
+    BindingService::new(BindingConfig {
+        software: config.software.clone(),
+        rfc5780,
+    })
+    .context("invalid STUN configuration")
+}
+
+/// The TURN core's configuration from the server's.
+pub fn turn_config(
+    config: &Config,
+    listen: &[SocketAddr],
+    interfaces: &[IpAddr],
+    nonce_secret: [u8; 32],
+) -> TurnConfig {
+    let relay_ports = config.relay_ports.min()..=config.relay_ports.max();
+    let mut turn = TurnConfig::new(&config.realm, relay_ports.clone());
+    turn.users = config
+        .users
+        .iter()
+        .map(|user| {
+            let credential = match &user.credential {
+                UserCredential::Password(p) => icebreaker_turn::UserCredential::Password(p.clone()),
+                UserCredential::Md5Key(k) => icebreaker_turn::UserCredential::Md5Key(*k),
+            };
+            (user.name.clone(), credential)
+        })
+        .collect();
+    turn.rest_secrets = config
+        .auth_secrets
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    turn.nonce_secret = nonce_secret;
+    turn.nonce_lifetime = Duration::from_secs(config.nonce_lifetime.into());
+    turn.default_lifetime = Duration::from_secs(config.default_lifetime.into());
+    turn.max_lifetime = Duration::from_secs(config.max_lifetime.into());
+    turn.max_permissions = config.max_permissions as usize;
+    turn.max_channels = config.max_channels as usize;
+    turn.max_bandwidth = config.max_bandwidth;
+    turn.software = config.software.clone();
+    turn.relay = relay_addresses(config, listen);
+
+    let mut own: Vec<IpAddr> = interfaces.to_vec();
+    own.extend(listen.iter().map(SocketAddr::ip));
+    own.extend(config.relay_ip);
+    own.extend(config.external_ip);
+    own.sort();
+    own.dedup();
+    turn.peer_policy = PeerPolicy {
+        allow: config.allow_peers.clone(),
+        deny: config.deny_peers.clone(),
+        server_addresses: own,
+        relay_ports,
+    };
+    turn
+}
+
+/// Where relay sockets bind and what clients are told: `relay-ip`, advertised as
+/// `external-ip` when set. With only `external-ip`, relays bind on the first listen address of
+/// its family.
+fn relay_addresses(config: &Config, listen: &[SocketAddr]) -> Vec<RelayAddress> {
+    let bind = config.relay_ip.or_else(|| {
+        let external = config.external_ip?;
+        listen
+            .iter()
+            .map(SocketAddr::ip)
+            .find(|ip| ip.is_ipv4() == external.is_ipv4())
+    });
+    match bind {
+        Some(bind) => vec![RelayAddress {
+            bind,
+            advertised: config.external_ip.unwrap_or(bind),
+        }],
+        None => Vec::new(),
+    }
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Tells the operator how to connect: addresses, credentials, and an `iceServers` snippet.
+fn print_banner(config: &Config, listen: &[SocketAddr], generated_password: Option<&str>) {
+    let shown = listen
+        .iter()
+        .find(|a| !a.ip().is_loopback())
+        .or_else(|| listen.first())
+        .copied();
+    let addresses: Vec<String> = listen.iter().map(|a| format!("udp {a}")).collect();
+    println!(
+        "icebreaker {}: STUN and TURN on {}",
+        env!("CARGO_PKG_VERSION"),
+        addresses.join(", ")
+    );
+    let Some(shown) = shown else {
+        return;
+    };
+    let host = match shown.ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let stun = format!("stun:{host}:{}", shown.port());
+    let turn = format!("turn:{host}:{}?transport=udp", shown.port());
+    let external = config.external_ip.map(|ip| match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    });
+    let (stun, turn) = match external {
+        Some(host) => (
+            format!("stun:{host}:{}", shown.port()),
+            format!("turn:{host}:{}?transport=udp", shown.port()),
+        ),
+        None => (stun, turn),
+    };
+    println!("realm: {}", config.realm);
+    match generated_password {
+        Some(password) => {
+            println!(
+                "user: {GENERATED_USER}  password: {password}  (generated; set --user NAME:PASSWORD or --auth-secret to choose)"
+            );
+            let snippet = serde_json::json!({
+                "iceServers": [
+                    { "urls": [stun] },
+                    { "urls": [turn], "username": GENERATED_USER, "credential": password },
+                ]
+            });
+            println!("iceServers: {snippet}");
+        }
+        None => {
+            let snippet =
+                serde_json::json!({ "iceServers": [ { "urls": [stun] }, { "urls": [turn] } ] });
+            println!(
+                "iceServers (add username and credential; `icebreaker credentials` makes REST ones): {snippet}"
+            );
+        }
+    }
+    if config.allow_peers.is_empty() {
+        println!(
+            "peers on private, loopback and link-local addresses are refused; --allow-peer CIDR opens them (for a lab)"
+        );
+    }
+}

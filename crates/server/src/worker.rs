@@ -1,0 +1,360 @@
+//! One worker thread: a mio event loop over its listeners and relay sockets, driving its own
+//! TURN core and the Binding service. Workers share no state on the relay path.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use icebreaker_stun::BindingService;
+use icebreaker_turn::{
+    ClientAction, ClientTransport, Event, FiveTuple, PeerAction, RelaySockets, TurnConfig,
+    TurnServer,
+};
+use icebreaker_wire::{Class, Message, MessageType, Method};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use tracing::{debug, info, warn};
+
+use crate::metrics::{Direction, WorkerMetrics};
+use crate::net;
+
+/// Messages from the main thread.
+pub(crate) enum Control {
+    /// New users, secrets, policy and limits (SIGHUP); allocations are kept.
+    Reconfigure(Box<TurnConfig>),
+    /// Refuse new allocations; keep serving the others (SIGTERM).
+    Drain,
+    /// Leave the event loop.
+    Stop,
+}
+
+const WAKER: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+/// Relay socket tokens start here, far above any number of listeners.
+const RELAY_BASE: usize = 1 << 20;
+/// Longest wait in the event loop, so that timers never drift far.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Room for the largest UDP payload plus the ChannelData header written in front of it and the
+/// padding after it.
+const RECV_BUFFER: usize = 4 + 65_536 + 4;
+
+struct Listener {
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+/// The relay sockets of one worker, lent to the TURN core to bind and close ports.
+struct RelayTable {
+    registry: Registry,
+    sockets: HashMap<SocketAddr, (Token, UdpSocket)>,
+    by_token: Vec<Option<SocketAddr>>,
+    free_tokens: Vec<usize>,
+}
+
+impl RelaySockets for RelayTable {
+    fn bind(&mut self, addr: SocketAddr) -> bool {
+        let mut socket = match net::relay_socket(addr) {
+            Ok(socket) => UdpSocket::from_std(socket),
+            Err(error) => {
+                debug!(%addr, %error, "relay port unavailable");
+                return false;
+            }
+        };
+        let slot = self.free_tokens.pop().unwrap_or_else(|| {
+            self.by_token.push(None);
+            self.by_token.len() - 1
+        });
+        let token = Token(RELAY_BASE + slot);
+        if let Err(error) = self
+            .registry
+            .register(&mut socket, token, Interest::READABLE)
+        {
+            warn!(%addr, %error, "cannot watch relay socket");
+            self.free_tokens.push(slot);
+            return false;
+        }
+        self.by_token[slot] = Some(addr);
+        self.sockets.insert(addr, (token, socket));
+        true
+    }
+
+    fn release(&mut self, addr: SocketAddr) {
+        if let Some((token, mut socket)) = self.sockets.remove(&addr) {
+            let _ = self.registry.deregister(&mut socket);
+            let slot = token.0 - RELAY_BASE;
+            self.by_token[slot] = None;
+            self.free_tokens.push(slot);
+        }
+    }
+}
+
+/// Everything one worker thread owns.
+pub(crate) struct Worker {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    relays: RelayTable,
+    core: TurnServer,
+    binding: BindingService,
+    metrics: WorkerMetrics,
+    control: Receiver<Control>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Worker {
+    /// A worker listening on `listen` (each bound with `SO_REUSEPORT` beside the other
+    /// workers), and the waker that interrupts its loop when a [`Control`] message is sent.
+    pub(crate) fn new(
+        listen: &[SocketAddr],
+        core: TurnServer,
+        binding: BindingService,
+        metrics: WorkerMetrics,
+        control: Receiver<Control>,
+    ) -> io::Result<(Worker, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut listeners = Vec::with_capacity(listen.len());
+        for (i, &addr) in listen.iter().enumerate() {
+            let mut socket = UdpSocket::from_std(net::udp_listener(addr).map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot listen on udp {addr}: {error}"),
+                )
+            })?);
+            poll.registry()
+                .register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            listeners.push(Listener {
+                socket,
+                local: addr,
+            });
+        }
+        let relays = RelayTable {
+            registry: poll.registry().try_clone()?,
+            sockets: HashMap::new(),
+            by_token: Vec::new(),
+            free_tokens: Vec::new(),
+        };
+        let worker = Worker {
+            poll,
+            listeners,
+            relays,
+            core,
+            binding,
+            metrics,
+            control,
+            buf: vec![0; RECV_BUFFER],
+            out: vec![0; 2048],
+        };
+        Ok((worker, waker))
+    }
+
+    /// Runs until told to stop.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            let wait = self.core.poll_timeout().map_or(MAX_WAIT, |at| {
+                at.saturating_duration_since(now).min(MAX_WAIT)
+            });
+            if let Err(error) = self.poll.poll(&mut events, Some(wait)) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            for event in &events {
+                match event.token() {
+                    WAKER => {
+                        if !self.handle_control() {
+                            return Ok(());
+                        }
+                    }
+                    Token(t) if t >= RELAY_BASE => {
+                        let relay = self.relays.by_token.get(t - RELAY_BASE).copied().flatten();
+                        if let Some(relay) = relay {
+                            self.drain_relay(relay);
+                        }
+                    }
+                    Token(t) => self.drain_listener(t - LISTENER_BASE),
+                }
+            }
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|at| at <= now) {
+                self.core.handle_timeout(now, &mut self.relays);
+            }
+            self.report_events();
+            self.metrics
+                .set_relay_ports_in_use(self.core.relay_ports_in_use());
+        }
+    }
+
+    /// Applies control messages; false when the worker must stop.
+    fn handle_control(&mut self) -> bool {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Reconfigure(config)) => {
+                    self.core.reconfigure(*config, Instant::now());
+                    self.report_events();
+                }
+                Ok(Control::Drain) => self.core.set_draining(true),
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn drain_listener(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.socket.recv_from(&mut self.buf) {
+                Ok((len, from)) => self.client_packet(index, from, len),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                // An ICMP error from an earlier send surfaces here; the socket is fine.
+                Err(error) => debug!(%error, "listener receive error"),
+            }
+        }
+    }
+
+    fn client_packet(&mut self, index: usize, from: SocketAddr, len: usize) {
+        let Worker {
+            listeners,
+            relays,
+            core,
+            binding,
+            metrics,
+            buf,
+            out,
+            ..
+        } = self;
+        let local = listeners[index].local;
+        let packet = &buf[..len];
+        if is_binding_request(packet) {
+            let Ok(request) = Message::parse(packet) else {
+                return;
+            };
+            if let Some(reply) = binding.handle(&request, local, from, out) {
+                metrics.binding(ClientTransport::Udp, from.is_ipv6());
+                if let Some(socket) = listeners.iter().find(|l| l.local == reply.from) {
+                    send(&socket.socket, &out[..reply.len], reply.to);
+                }
+            }
+            return;
+        }
+        let five_tuple = FiveTuple {
+            client: from,
+            server: local,
+            transport: ClientTransport::Udp,
+        };
+        match core.handle_client(Instant::now(), five_tuple, packet, out, relays) {
+            ClientAction::Drop => {}
+            ClientAction::Reply(n) => send(&listeners[index].socket, &out[..n], from),
+            ClientAction::Relay {
+                relay, peer, range, ..
+            } => {
+                if let Some((_, socket)) = relays.sockets.get(&relay) {
+                    metrics.relayed(Direction::ClientToPeer, range.len());
+                    send(socket, &packet[range], peer);
+                }
+            }
+        }
+    }
+
+    fn drain_relay(&mut self, relay: SocketAddr) {
+        loop {
+            let Some((_, socket)) = self.relays.sockets.get(&relay) else {
+                return;
+            };
+            // Leave room in front of the data for the ChannelData header.
+            let received = socket.recv_from(&mut self.buf[4..RECV_BUFFER - 4]);
+            match received {
+                Ok((len, peer)) => self.peer_packet(relay, peer, len),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => debug!(%relay, %error, "relay receive error"),
+            }
+        }
+    }
+
+    fn peer_packet(&mut self, relay: SocketAddr, peer: SocketAddr, len: usize) {
+        let Worker {
+            listeners,
+            core,
+            metrics,
+            buf,
+            out,
+            ..
+        } = self;
+        let action = core.handle_peer(Instant::now(), relay, peer, buf, 4..4 + len, out);
+        let (client, bytes) = match &action {
+            PeerAction::Drop => return,
+            PeerAction::ForwardInPlace { client, range } => (client, &buf[range.clone()]),
+            PeerAction::Forward { client, len } => (client, &out[..*len]),
+        };
+        if let Some(listener) = listeners.iter().find(|l| l.local == client.server) {
+            metrics.relayed(Direction::PeerToClient, len);
+            send(&listener.socket, bytes, client.client);
+        }
+    }
+
+    /// Logs and counts what the core reported.
+    fn report_events(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            self.metrics.record(&event);
+            log_event(&event);
+        }
+    }
+}
+
+/// Whether a datagram is a STUN Binding request, which the Binding service answers, by its
+/// first two bytes.
+fn is_binding_request(packet: &[u8]) -> bool {
+    let Some(&[a, b]) = packet.first_chunk::<2>() else {
+        return false;
+    };
+    MessageType::from_u16(u16::from_be_bytes([a, b]))
+        .is_some_and(|t| t.method == Method::BINDING && t.class == Class::Request)
+}
+
+/// Sends one datagram. UDP may drop anyway: a full socket buffer drops here too.
+fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(error) = socket.send_to(bytes, to) {
+        debug!(%to, %error, "send failed");
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::AllocationCreated {
+            five_tuple,
+            relay,
+            username,
+            lifetime,
+        } => {
+            info!(client = ?five_tuple, %relay, user = %username, lifetime = lifetime.as_secs(), "allocation created")
+        }
+        Event::AllocationRefreshed {
+            five_tuple,
+            relay,
+            lifetime,
+        } => {
+            info!(client = ?five_tuple, %relay, lifetime = lifetime.as_secs(), "allocation refreshed")
+        }
+        Event::AllocationDeleted {
+            five_tuple,
+            relay,
+            reason,
+        } => info!(client = ?five_tuple, %relay, ?reason, "allocation deleted"),
+        Event::PeerDenied {
+            five_tuple,
+            peer,
+            reason,
+        } => info!(client = ?five_tuple, %peer, reason = reason.as_str(), "peer denied"),
+        Event::AuthFailed { five_tuple, reason } => {
+            debug!(client = ?five_tuple, reason = reason.as_str(), "authentication failed");
+        }
+        Event::Answered { .. } => {}
+    }
+}

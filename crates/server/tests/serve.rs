@@ -1,0 +1,441 @@
+//! `icebreaker serve` end to end on loopback: the real binary, a STUN Binding, a TURN allocation
+//! relaying to a UDP echo peer over Send/Data indications and over a channel, metrics, and a
+//! drain on SIGTERM.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use icebreaker_wire::attr::{
+    Data, ErrorCodeAttribute, Lifetime, Nonce, Realm, RequestedTransport, Username,
+    XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+};
+use icebreaker_wire::credentials::KeyAlgorithm;
+use icebreaker_wire::{
+    ChannelData, ChannelNumber, Class, ErrorCode, IntegrityKey, Message, MessageType,
+    MessageWriter, Method, TransactionId, Transport, write_channel_data,
+};
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    banner: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn start(extra: &[&str]) -> Server {
+    let port = free_port();
+    let metrics_port = free_tcp_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("literal");
+    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}")
+        .parse()
+        .expect("literal");
+    let relay_base = 40_000 + (port % 2_000) * 10;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--metrics",
+            &metrics.to_string(),
+            "--relay-ports",
+            &format!("{relay_base}-{}", relay_base + 9),
+            "--threads",
+            "2",
+            "--drain-timeout",
+            "2",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !banner.iter().any(|l: &String| l.starts_with("iceServers")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => banner.push(line),
+            Err(_) => panic!("no banner from the server; got {banner:?}"),
+        }
+    }
+    Server {
+        child,
+        addr,
+        metrics,
+        banner,
+    }
+}
+
+fn socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s
+}
+
+fn tid(n: u8) -> TransactionId {
+    TransactionId::new([n; 12])
+}
+
+fn exchange(socket: &UdpSocket, to: SocketAddr, request: &[u8]) -> Vec<u8> {
+    socket.send_to(request, to).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+    buf[..n].to_vec()
+}
+
+/// A TURN client with long-term credentials.
+struct TurnClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    realm: String,
+    nonce: String,
+    next: u8,
+}
+
+impl TurnClient {
+    fn key(&self) -> IntegrityKey {
+        IntegrityKey::long_term(
+            KeyAlgorithm::Md5,
+            &self.username,
+            &self.realm,
+            &self.password,
+        )
+    }
+
+    fn request(&mut self, method: Method, add: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+        self.next += 1;
+        let mut buf = [0u8; 1024];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(method, Class::Request),
+            tid(self.next),
+        )
+        .expect("fits");
+        add(&mut w);
+        w.add(&Username(&self.username)).expect("fits");
+        w.add(&Realm(&self.realm)).expect("fits");
+        w.add(&Nonce(&self.nonce)).expect("fits");
+        w.add_message_integrity(&self.key()).expect("fits");
+        w.add_fingerprint().expect("fits");
+        let len = w.finish();
+        let reply = exchange(&self.socket, self.server, &buf[..len]);
+        let message = Message::parse(&reply).expect("a STUN answer");
+        assert_eq!(message.class(), Class::Success, "{message:?}");
+        message
+            .verify_message_integrity(&self.key())
+            .expect("signed");
+        reply
+    }
+
+    fn connect(server: SocketAddr, username: &str, password: &str) -> (TurnClient, SocketAddr) {
+        let socket = socket();
+        let mut buf = [0u8; 256];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            tid(1),
+        )
+        .expect("fits");
+        w.add(&RequestedTransport::UDP).expect("fits");
+        let len = w.finish();
+        let challenge = exchange(&socket, server, &buf[..len]);
+        let challenge = Message::parse(&challenge).expect("STUN");
+        assert_eq!(
+            challenge
+                .get::<ErrorCodeAttribute>()
+                .expect("valid")
+                .map(|e| e.code),
+            Some(ErrorCode::UNAUTHENTICATED)
+        );
+        let mut client = TurnClient {
+            socket,
+            server,
+            username: username.into(),
+            password: password.into(),
+            realm: challenge
+                .get::<Realm>()
+                .expect("valid")
+                .expect("REALM")
+                .0
+                .into(),
+            nonce: challenge
+                .get::<Nonce>()
+                .expect("valid")
+                .expect("NONCE")
+                .0
+                .into(),
+            next: 1,
+        };
+        let reply = client.request(Method::ALLOCATE, |w| {
+            w.add(&RequestedTransport::UDP).expect("fits")
+        });
+        let relayed = Message::parse(&reply)
+            .expect("STUN")
+            .get::<XorRelayedAddress>()
+            .expect("valid")
+            .expect("XOR-RELAYED-ADDRESS")
+            .0;
+        (client, relayed)
+    }
+}
+
+/// A UDP echo peer on loopback; returns its address.
+fn echo_peer() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("bound");
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("read");
+    body
+}
+
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn stun_binding_reports_the_mapped_address() {
+    let server = start(&["--user", "alice:secret"]);
+    let client = socket();
+    let mut buf = [0u8; 64];
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, Class::Request),
+        tid(9),
+    )
+    .expect("fits");
+    w.add_fingerprint().expect("fits");
+    let len = w.finish();
+    let reply = exchange(&client, server.addr, &buf[..len]);
+    let message = Message::parse(&reply).expect("STUN");
+    assert_eq!(message.class(), Class::Success);
+    assert_eq!(
+        message.get::<XorMappedAddress>(),
+        Ok(Some(XorMappedAddress(client.local_addr().expect("bound"))))
+    );
+    message
+        .verify_fingerprint()
+        .expect("FINGERPRINT mirrors the request");
+}
+
+#[test]
+fn turn_relays_to_a_peer_over_indications_and_a_channel() {
+    let server = start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
+    let peer = echo_peer();
+    let (mut alice, relayed) = TurnClient::connect(server.addr, "alice", "secret");
+    assert_eq!(relayed.ip(), server.addr.ip());
+
+    alice.request(Method::CREATE_PERMISSION, |w| {
+        w.add(&XorPeerAddress(peer)).expect("fits")
+    });
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::SEND, Class::Indication),
+        tid(50),
+    )
+    .expect("fits");
+    w.add(&XorPeerAddress(peer)).expect("fits");
+    w.add(&Data(b"hello through the relay")).expect("fits");
+    let len = w.finish();
+    let echoed = exchange(&alice.socket, server.addr, &buf[..len]);
+    let data = Message::parse(&echoed).expect("a Data indication");
+    assert_eq!(
+        (data.method(), data.class()),
+        (Method::DATA, Class::Indication)
+    );
+    assert_eq!(data.get::<XorPeerAddress>(), Ok(Some(XorPeerAddress(peer))));
+    assert_eq!(
+        data.get::<Data>(),
+        Ok(Some(Data(b"hello through the relay")))
+    );
+
+    let channel = ChannelNumber::new(0x4001).expect("range");
+    alice.request(Method::CHANNEL_BIND, |w| {
+        w.add(&channel).expect("fits");
+        w.add(&XorPeerAddress(peer)).expect("fits");
+    });
+    for i in 0..20u8 {
+        let payload = [i; 100];
+        let mut frame = [0u8; 128];
+        let n =
+            write_channel_data(&mut frame, channel, &payload, Transport::Datagram).expect("fits");
+        let echoed = exchange(&alice.socket, server.addr, &frame[..n]);
+        let parsed = ChannelData::parse(&echoed).expect("ChannelData back");
+        assert_eq!((parsed.channel(), parsed.data()), (channel, &payload[..]));
+    }
+
+    let metrics = scrape(server.metrics);
+    assert!(
+        metrics.contains("icebreaker_turn_allocations_created_total"),
+        "{metrics}"
+    );
+    assert!(
+        counter(
+            &metrics,
+            "icebreaker_turn_relayed_packets_total{direction=\"client_to_peer\"}"
+        ) >= 21.0,
+        "{metrics}"
+    );
+    assert!(
+        counter(
+            &metrics,
+            "icebreaker_turn_relayed_packets_total{direction=\"peer_to_client\"}"
+        ) >= 21.0,
+        "{metrics}"
+    );
+
+    let reply = alice.request(Method::REFRESH, |w| w.add(&Lifetime(0)).expect("fits"));
+    assert_eq!(
+        Message::parse(&reply).expect("STUN").get::<Lifetime>(),
+        Ok(Some(Lifetime(0)))
+    );
+}
+
+#[test]
+fn loopback_peers_are_refused_by_default() {
+    let server = start(&["--user", "alice:secret"]);
+    let peer = echo_peer();
+    let (mut alice, _) = TurnClient::connect(server.addr, "alice", "secret");
+    alice.next += 1;
+    let mut buf = [0u8; 512];
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::CREATE_PERMISSION, Class::Request),
+        tid(alice.next),
+    )
+    .expect("fits");
+    w.add(&XorPeerAddress(peer)).expect("fits");
+    w.add(&Username("alice")).expect("fits");
+    w.add(&Realm(&alice.realm)).expect("fits");
+    w.add(&Nonce(&alice.nonce)).expect("fits");
+    w.add_message_integrity(&alice.key()).expect("fits");
+    let len = w.finish();
+    let reply = exchange(&alice.socket, server.addr, &buf[..len]);
+    let message = Message::parse(&reply).expect("STUN");
+    assert_eq!(
+        message
+            .get::<ErrorCodeAttribute>()
+            .expect("valid")
+            .map(|e| e.code),
+        Some(ErrorCode::FORBIDDEN)
+    );
+    let metrics = scrape(server.metrics);
+    assert!(
+        counter(
+            &metrics,
+            "icebreaker_turn_peer_denied_total{reason=\"loopback\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn no_arguments_means_a_generated_user_that_works() {
+    let server = start(&[]);
+    let line = server
+        .banner
+        .iter()
+        .find(|l| l.starts_with("user: icebreaker"))
+        .expect("the generated credentials are printed");
+    let password = line
+        .split_whitespace()
+        .nth(3)
+        .expect("user: NAME password: PASSWORD");
+    let json = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("iceServers: "))
+        .expect("an iceServers snippet");
+    let snippet: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    assert_eq!(snippet["iceServers"][1]["credential"], password);
+    let (_alice, relayed) = TurnClient::connect(server.addr, "icebreaker", password);
+    assert_eq!(relayed.ip(), server.addr.ip());
+}
+
+#[test]
+fn sigterm_drains_then_exits() {
+    let mut server = start(&["--user", "alice:secret"]);
+    let (_alice, _) = TurnClient::connect(server.addr, "alice", "secret");
+    let pid = server.child.id();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // While draining, the server is not ready and refuses new allocations.
+    thread::sleep(Duration::from_millis(300));
+    let body = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.metrics).expect("still serving");
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
+    };
+    assert!(body.starts_with("HTTP/1.1 503"), "{body}");
+    let started = Instant::now();
+    let status = server.child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
