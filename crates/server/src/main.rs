@@ -109,6 +109,7 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             config.log_level.as_str(),
         ))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let source = icebreaker::serve::Source {
         file: args.config,
