@@ -1,1 +1,187 @@
-//! End-to-end and interop tests across the Icebreaker crates and binaries live in `tests/`.
+//! Shared pieces of the end-to-end and interop tests: the real `icebreaker` binary started on
+//! loopback, a UDP echo peer, free ports, and the rule for tests that need a tool from outside
+//! the project (coturn's, Chromium).
+
+// Test support: a broken setup must stop the test loudly.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The `icebreaker` binary of this build, built first if it is missing.
+pub fn icebreaker_bin() -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binary one level up.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let bin = profile_dir.join("icebreaker");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "icebreaker", "--bin", "icebreaker"])
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "cannot build the icebreaker binary"
+        );
+    }
+    bin
+}
+
+/// A port that was free a moment ago on 127.0.0.1, for UDP.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A port that was free a moment ago on 127.0.0.1, for TCP.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A running `icebreaker serve`, killed when dropped.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Its UDP listen address.
+    pub addr: SocketAddr,
+    /// Its metrics endpoint.
+    pub metrics: SocketAddr,
+    /// What it printed before serving: addresses, credentials, the iceServers snippet.
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    /// Starts the server on a free loopback port with a metrics endpoint and a small relay
+    /// port range of its own, plus `extra` flags; returns once it is serving.
+    pub fn start(extra: &[&str]) -> Server {
+        let port = free_udp_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Server::start_on(addr, extra)
+    }
+
+    /// As [`Server::start`], on a given listen address.
+    pub fn start_on(addr: SocketAddr, extra: &[&str]) -> Server {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        // Spread relay ranges by listen port so that servers of parallel tests never compete.
+        let relay_base = 20_000 + (addr.port() % 1_000) * 40;
+        let mut child = Command::new(icebreaker_bin())
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--metrics", &metrics.to_string()])
+            .args([
+                "--relay-ports",
+                &format!("{relay_base}-{}", relay_base + 39),
+            ])
+            .args(["--threads", "2", "--drain-timeout", "2"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start icebreaker: {e}"));
+        let Some(stdout) = child.stdout.take() else {
+            panic!("stdout is piped");
+        };
+        let (lines_tx, lines_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !banner.iter().any(|l| l.starts_with("iceServers")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => banner.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("icebreaker printed no banner; got {banner:?}");
+                }
+            }
+        }
+        Server {
+            child,
+            addr,
+            metrics,
+            banner,
+        }
+    }
+
+    /// Fetches `path` from the metrics endpoint: the status line and the body.
+    pub fn http_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics)
+            .unwrap_or_else(|e| panic!("metrics endpoint: {e}"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes());
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        body
+    }
+
+    /// The value of one series in `/metrics`, 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let body = self.http_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP echo peer on `ip` (port chosen by the system), answering every datagram to its
+/// sender, for as long as the test process runs.
+pub fn echo_peer(ip: [u8; 4]) -> SocketAddr {
+    let socket = UdpSocket::bind(SocketAddr::from((ip, 0)))
+        .unwrap_or_else(|e| panic!("cannot bind the echo peer: {e}"));
+    let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+/// Whether a tool from outside the project is installed. `scripts/test` installs every one and
+/// sets `ICEBREAKER_REQUIRE_TOOLS=1`, so there a missing tool fails the test; a developer's
+/// plain `cargo test` without it skips the test with a message instead.
+pub fn have_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("ICEBREAKER_REQUIRE_TOOLS").is_none(),
+            "{name} is required (scripts/test installs it)"
+        );
+        eprintln!("skipped: {name} is not installed (scripts/test installs it)");
+    }
+    found
+}
