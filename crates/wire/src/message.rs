@@ -224,7 +224,7 @@ impl<'a> Message<'a> {
     }
 
     /// The comprehension-required attributes this codec does not know: a request carrying
-    /// any is answered with 420 and UNKNOWN-ATTRIBUTES listing them (RFC 8489 §7.3.1).
+    /// any is answered with 420 and UNKNOWN-ATTRIBUTES listing them (RFC 8489 §6.3.1).
     pub fn unknown_comprehension_required(&self) -> impl Iterator<Item = AttrType> + 'a {
         self.attributes()
             .map(|raw| raw.attr_type)

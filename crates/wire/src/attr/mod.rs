@@ -37,7 +37,7 @@ use crate::TransactionId;
 /// An attribute type number (RFC 8489 §14).
 ///
 /// Types below 0x8000 are comprehension-required: a receiver that does not know one must
-/// reject a request carrying it with 420 (RFC 8489 §7.3.1).
+/// reject a request carrying it with 420 (RFC 8489 §6.3.1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttrType(pub u16);
 
@@ -170,7 +170,7 @@ impl fmt::Display for AttrType {
 }
 
 /// Why an attribute value could not be decoded. A request carrying one is answered with 400
-/// (RFC 8489 §7.3); an indication or response carrying one is dropped.
+/// (RFC 8489 §6.3.1); an indication or response carrying one is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AttributeError {
     /// The value has a length the attribute does not allow.
