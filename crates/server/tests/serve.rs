@@ -439,3 +439,81 @@ fn sigterm_drains_then_exits() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn sighup_reloads_users_and_keeps_allocations() {
+    let dir = std::env::temp_dir().join(format!("icebreaker-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("icebreaker.toml");
+    std::fs::write(&file, "users = [\"alice:secret\"]\n").expect("write config");
+    let server = start(&["--config", file.to_str().expect("utf-8 path")]);
+
+    let (mut alice, _) = TurnClient::connect(server.addr, "alice", "secret");
+    std::fs::write(&file, "users = [\"alice:secret\", \"bob:hunter2\"]\n").expect("rewrite");
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+
+    // The reload is asynchronous: bob gets in once the workers have the new users.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let socket = socket();
+        let mut buf = [0u8; 64];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            tid(1),
+        )
+        .expect("fits");
+        w.add(&RequestedTransport::UDP).expect("fits");
+        let len = w.finish();
+        let challenge = exchange(&socket, server.addr, &buf[..len]);
+        let nonce = Message::parse(&challenge)
+            .expect("STUN")
+            .get::<Nonce>()
+            .expect("valid")
+            .expect("NONCE")
+            .0
+            .to_string();
+        let mut bob = TurnClient {
+            socket,
+            server: server.addr,
+            username: "bob".into(),
+            password: "hunter2".into(),
+            realm: "icebreaker".into(),
+            nonce,
+            next: 1,
+        };
+        bob.next += 1;
+        let mut buf = [0u8; 512];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            tid(bob.next),
+        )
+        .expect("fits");
+        w.add(&RequestedTransport::UDP).expect("fits");
+        w.add(&Username("bob")).expect("fits");
+        w.add(&Realm("icebreaker")).expect("fits");
+        w.add(&Nonce(&bob.nonce)).expect("fits");
+        w.add_message_integrity(&bob.key()).expect("fits");
+        let len = w.finish();
+        let reply = exchange(&bob.socket, server.addr, &buf[..len]);
+        if Message::parse(&reply).expect("STUN").class() == Class::Success {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob was never accepted after SIGHUP"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Alice's allocation made before the reload is still there and refreshable.
+    alice.request(Method::REFRESH, |w| w.add(&Lifetime(600)).expect("fits"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
