@@ -15,13 +15,13 @@
 //!    which client: ChannelData written in place in front of the data, or a Data indication
 //!    written into the caller's buffer.
 //! 3. Whenever [`TurnServer::poll_timeout`] passes: [`TurnServer::handle_timeout`], which
-//!    expires allocations, permissions, channels and reservations and closes their sockets.
+//!    expires allocations, permissions and channels and closes their sockets.
 //! 4. After any of these, drain [`TurnServer::poll_event`] for logs and metrics.
 //!
 //! STUN Binding requests are not TURN's: the driver hands them to its Binding service.
 //!
-//! One core serves one worker. Workers share nothing but [`Quotas`] (allocation counts) and the
-//! configuration; the kernel's `SO_REUSEPORT` hashing keeps each client 5-tuple on one worker
+//! One core serves one worker. Workers share nothing but [`Quotas`] (allocation counts and
+//! port reservations) and the configuration; the kernel's `SO_REUSEPORT` hashing keeps each client 5-tuple on one worker
 //! and each relay socket belongs to the worker that bound it, so the relay path takes no lock.
 
 mod allocation;

@@ -3,7 +3,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 use core::ops::RangeInclusive;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand_core::RngCore;
 
@@ -17,15 +17,6 @@ pub trait RelaySockets {
     fn release(&mut self, addr: SocketAddr);
 }
 
-/// A port kept for a later Allocate carrying its RESERVATION-TOKEN: the odd port of an
-/// EVEN-PORT pair whose Allocate asked to reserve it.
-#[derive(Clone, Debug)]
-pub(crate) struct Reservation {
-    pub(crate) token: [u8; 8],
-    pub(crate) addr: SocketAddr,
-    pub(crate) expires: Instant,
-}
-
 /// Reservations are kept for 30 s (RFC 8656 §7.2 suggests about 30 seconds).
 pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -34,8 +25,10 @@ const RANDOM_TRIES: usize = 32;
 
 /// Picks and binds a relay port on `ip` within `range`: random draws first, then a sweep
 /// from a random start so that a nearly full range still finds its last free port. With
-/// `even`, only even ports whose odd neighbour is free too, if `pair` (the neighbour is then
-/// bound as well). Returns the bound port, and the neighbour when paired.
+/// `even`, only even ports; with `pair` too, only those whose odd neighbour is free, which is
+/// checked by binding and closing it: the reservation is booked, not held, so that whichever
+/// worker receives its token can bind it. Returns the bound port, and the neighbour when
+/// paired.
 pub(crate) fn bind_port(
     ip: IpAddr,
     range: &RangeInclusive<u16>,
@@ -72,11 +65,12 @@ pub(crate) fn bind_port(
         if !sockets.bind(addr) {
             return None;
         }
-        if let Some(next) = neighbour
-            && !sockets.bind(next)
-        {
-            sockets.release(addr);
-            return None;
+        if let Some(next) = neighbour {
+            if !sockets.bind(next) {
+                sockets.release(addr);
+                return None;
+            }
+            sockets.release(next);
         }
         Some((addr, neighbour))
     };
@@ -175,6 +169,6 @@ mod tests {
             assert_eq!(addr.port() % 2, 0);
             assert_eq!(next.map(|n| n.port()), Some(addr.port() + 1));
         }
-        assert_eq!(fake.bound.len(), 40);
+        assert_eq!(fake.bound.len(), 20, "neighbours are checked, not held");
     }
 }

@@ -1,16 +1,31 @@
-//! Allocation quotas shared by every worker of a server: in total (508 when reached) and per
-//! user (486) (RFC 8656 §7.2).
+//! What the workers of a server share: allocation quotas, in total (508 when reached) and per
+//! user (486), and relay port reservations (RFC 8656 §7.2).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Instant;
 
-/// Allocation counts shared by the workers. Taken on Allocate and released when an allocation
-/// ends: the control path only, never per relayed packet.
+/// Allocation counts and port reservations shared by the workers. Touched on Allocate and when
+/// an allocation ends: the control path only, never per relayed packet.
+///
+/// Reservations are shared because the Allocate that redeems a RESERVATION-TOKEN comes from
+/// another client port, which the kernel may hand to another worker than the one that issued
+/// the token.
 #[derive(Debug)]
 pub struct Quotas {
     max_total: u32,
     max_per_user: u32,
     counts: Mutex<Counts>,
+    reservations: Mutex<Vec<Reservation>>,
+}
+
+/// The odd port of an EVEN-PORT pair, kept for the Allocate that brings its token.
+#[derive(Clone, Copy, Debug)]
+struct Reservation {
+    token: [u8; 8],
+    addr: SocketAddr,
+    expires: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +50,7 @@ impl Quotas {
             max_total,
             max_per_user,
             counts: Mutex::new(Counts::default()),
+            reservations: Mutex::new(Vec::new()),
         }
     }
 
@@ -49,6 +65,36 @@ impl Quotas {
         self.counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reservations(&self) -> std::sync::MutexGuard<'_, Vec<Reservation>> {
+        self.reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Books `addr` for the Allocate that brings `token`, until `expires`.
+    pub(crate) fn reserve(&self, token: [u8; 8], addr: SocketAddr, expires: Instant) {
+        self.reservations().push(Reservation {
+            token,
+            addr,
+            expires,
+        });
+    }
+
+    /// Redeems a token: the reserved address, if the token is known and not expired.
+    pub(crate) fn redeem(&self, token: [u8; 8], now: Instant) -> Option<SocketAddr> {
+        let mut reservations = self.reservations();
+        reservations.retain(|r| r.expires > now);
+        let at = reservations.iter().position(|r| r.token == token)?;
+        Some(reservations.swap_remove(at).addr)
+    }
+
+    /// The addresses reserved now, which no new allocation may take.
+    pub(crate) fn reserved(&self, now: Instant) -> Vec<SocketAddr> {
+        let mut reservations = self.reservations();
+        reservations.retain(|r| r.expires > now);
+        reservations.iter().map(|r| r.addr).collect()
     }
 
     pub(crate) fn acquire(&self, user: &str) -> Result<(), QuotaExceeded> {

@@ -19,7 +19,7 @@ use crate::allocation::{
     ALLOCATE_RETRANSMIT_WINDOW, Allocation, CHANNEL_LIFETIME, Channel, Creation, TokenBucket,
 };
 use crate::auth::{AuthFailure, Authenticated, OFFERED_ALGORITHMS};
-use crate::ports::{RESERVATION_LIFETIME, RelaySockets, Reservation, bind_port};
+use crate::ports::{RESERVATION_LIFETIME, RelaySockets, bind_port};
 use crate::quotas::QuotaExceeded;
 use crate::server::{ClientAction, DeleteReason, Event, TurnServer};
 
@@ -179,13 +179,16 @@ impl TurnServer {
             }
         }
         let bound = match token {
-            Some(ReservationToken(token)) => self.take_reservation(token, now).map(|a| (a, None)),
+            Some(ReservationToken(token)) => self
+                .quotas
+                .redeem(token, now)
+                .filter(|&addr| sockets.bind(addr))
+                .map(|addr| (addr, None)),
             None => {
                 let by_relay = &self.by_relay;
-                let reservations = &self.reservations;
-                let in_use = |addr: SocketAddr| {
-                    by_relay.contains_key(&addr) || reservations.iter().any(|r| r.addr == addr)
-                };
+                let reserved = self.quotas.reserved(now);
+                let in_use =
+                    |addr: SocketAddr| by_relay.contains_key(&addr) || reserved.contains(&addr);
                 let reserve_next = even_port.is_some_and(|e| e.reserve_next);
                 bind_port(
                     bind_ip,
@@ -205,11 +208,7 @@ impl TurnServer {
         let reservation_token = reserved.map(|addr| {
             let mut token = [0u8; 8];
             self.rng.fill_bytes(&mut token);
-            self.reservations.push(Reservation {
-                token,
-                addr,
-                expires: now + RESERVATION_LIFETIME,
-            });
+            self.quotas.reserve(token, addr, now + RESERVATION_LIFETIME);
             token
         });
         let lifetime = self.lifetime(lifetime);
@@ -260,14 +259,6 @@ impl TurnServer {
                 let ip = five_tuple.server.ip();
                 (family_of(ip) == family && !ip.is_unspecified()).then_some((ip, ip))
             })
-    }
-
-    fn take_reservation(&mut self, token: [u8; 8], now: Instant) -> Option<SocketAddr> {
-        let at = self
-            .reservations
-            .iter()
-            .position(|r| r.token == token && r.expires > now)?;
-        Some(self.reservations.swap_remove(at).addr)
     }
 
     /// The lifetime granted for a requested one: at most the maximum, at least the default

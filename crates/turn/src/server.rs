@@ -17,7 +17,7 @@ use rand_core::RngCore;
 use crate::allocation::Allocation;
 use crate::auth::{AuthFailure, Authenticator, Throttle};
 use crate::policy::DenyReason;
-use crate::ports::{RelaySockets, Reservation};
+use crate::ports::RelaySockets;
 use crate::{FiveTuple, Quotas, TurnConfig};
 
 /// What to do with a packet from a client.
@@ -150,7 +150,6 @@ pub struct TurnServer {
     free_slots: Vec<usize>,
     pub(crate) by_five_tuple: HashMap<FiveTuple, usize, FixedState>,
     pub(crate) by_relay: HashMap<SocketAddr, usize, FixedState>,
-    pub(crate) reservations: Vec<Reservation>,
     pub(crate) events: VecDeque<Event>,
     challenges: Throttle,
     failures: Throttle,
@@ -194,7 +193,6 @@ impl TurnServer {
             free_slots: Vec::new(),
             by_five_tuple: HashMap::with_hasher(FixedState::with_seed(hash_seed)),
             by_relay: HashMap::with_hasher(FixedState::with_seed(hash_seed.rotate_left(17))),
-            reservations: Vec::new(),
             events: VecDeque::new(),
             next_sweep: None,
             draining: false,
@@ -232,9 +230,9 @@ impl TurnServer {
         self.by_five_tuple.len()
     }
 
-    /// Relay ports bound by this core: allocations and reservations.
+    /// Relay ports bound by this core: one per allocation.
     pub fn relay_ports_in_use(&self) -> usize {
-        self.by_relay.len() + self.reservations.len()
+        self.by_relay.len()
     }
 
     /// The earliest time [`handle_timeout`](TurnServer::handle_timeout) must be called again;
@@ -511,8 +509,8 @@ impl TurnServer {
         }
     }
 
-    /// Expires allocations (releasing their relay ports), permissions, channels and
-    /// reservations whose time has come.
+    /// Expires allocations (releasing their relay ports), permissions and channels whose time
+    /// has come.
     pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
         if self.next_sweep.is_some_and(|at| at > now) {
             return;
@@ -530,14 +528,7 @@ impl TurnServer {
         for allocation in self.allocations.iter_mut().flatten() {
             allocation.sweep(now);
         }
-        self.reservations.retain(|r| {
-            let keep = r.expires > now;
-            if !keep {
-                sockets.release(r.addr);
-            }
-            keep
-        });
-        if !self.by_five_tuple.is_empty() || !self.reservations.is_empty() {
+        if !self.by_five_tuple.is_empty() {
             self.schedule_sweep(now);
         }
     }

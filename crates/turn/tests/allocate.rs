@@ -249,7 +249,11 @@ fn even_port_reservation_and_token() {
         .get::<ReservationToken>()
         .expect("valid")
         .expect("a token");
-    assert_eq!(h.sockets.bound.len(), 2, "the odd port is held");
+    assert_eq!(
+        h.sockets.bound.len(),
+        1,
+        "the odd port is booked for the token, not bound"
+    );
 
     // A token with EVEN-PORT is a contradiction: 400. An unknown token: 508.
     let mut bob = Client::bob();
@@ -287,15 +291,96 @@ fn even_port_reservation_and_token() {
         .0;
     assert_eq!(second.port(), relayed.port() + 1);
 
-    // An unused reservation is released after about 30 seconds.
+    // An unredeemed reservation lapses after about 30 seconds.
     let mut carol = Client::new("198.51.100.30:40000", "alice", "secret");
-    h.allocate_with(
+    let reply = h.allocate_with(
         &mut carol,
         &[AnyAttribute::EvenPort(EvenPort { reserve_next: true })],
     );
-    assert_eq!(h.sockets.bound.len(), 4);
+    let late_token = Message::parse(&reply)
+        .expect("reply")
+        .get::<ReservationToken>()
+        .expect("valid")
+        .expect("a token");
     h.advance(Duration::from_secs(32));
-    assert_eq!(h.sockets.bound.len(), 3);
+    let mut dave = Client::new("198.51.100.31:40000", "bob", "hunter2");
+    let reply = h.allocate_with(&mut dave, &[AnyAttribute::ReservationToken(late_token)]);
+    assert_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY);
+}
+
+/// The Allocate that redeems a token comes from another client port, which the kernel may
+/// hand to another worker: a token issued by one core is redeemed by another sharing its
+/// `Quotas`.
+#[test]
+fn a_reservation_token_works_on_another_worker() {
+    let quotas = std::sync::Arc::new(Quotas::new(100, 100));
+    let mut first = Harness::sharing(config(), quotas.clone());
+    let mut second = Harness::sharing(config(), quotas);
+    let mut alice = Client::alice();
+    let reply = first.allocate_with(
+        &mut alice,
+        &[AnyAttribute::EvenPort(EvenPort { reserve_next: true })],
+    );
+    let message = Message::parse(&reply).expect("reply");
+    let relayed = message
+        .get::<XorRelayedAddress>()
+        .expect("valid")
+        .expect("relayed")
+        .0;
+    let token = message
+        .get::<ReservationToken>()
+        .expect("valid")
+        .expect("a token");
+
+    let mut bob = Client::new("198.51.100.21:40001", "bob", "hunter2");
+    let reply = second.allocate_with(&mut bob, &[AnyAttribute::ReservationToken(token)]);
+    assert_success(&reply, &bob.key());
+    let message = Message::parse(&reply).expect("reply");
+    let second_relayed = message
+        .get::<XorRelayedAddress>()
+        .expect("valid")
+        .expect("relayed")
+        .0;
+    assert_eq!(second_relayed.port(), relayed.port() + 1);
+    assert!(second.sockets.bound.contains(&second_relayed));
+    // A token is good for one allocation.
+    let mut carol = Client::new("198.51.100.22:40001", "bob", "hunter2");
+    let reply = first.allocate_with(&mut carol, &[AnyAttribute::ReservationToken(token)]);
+    assert_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY);
+}
+
+#[test]
+fn a_reserved_port_is_given_to_no_other_allocation() {
+    let mut config = config();
+    config.relay_ports = 50_000..=50_003;
+    config.peer_policy.relay_ports = 50_000..=50_003;
+    let mut h = Harness::with(config, Quotas::new(100, 100));
+    let mut alice = Client::alice();
+    let reply = h.allocate_with(
+        &mut alice,
+        &[AnyAttribute::EvenPort(EvenPort { reserve_next: true })],
+    );
+    let relayed = Message::parse(&reply)
+        .expect("reply")
+        .get::<XorRelayedAddress>()
+        .expect("valid")
+        .expect("relayed")
+        .0;
+    let reserved = relayed.port() + 1;
+    for i in 0..2 {
+        let mut other = Client::new(&format!("198.51.100.{}:1000", 60 + i), "bob", "hunter2");
+        let got = h.allocate(&mut other);
+        assert_ne!(
+            got.port(),
+            reserved,
+            "the reserved port went to another allocation"
+        );
+    }
+    let mut last = Client::new("198.51.100.70:1000", "bob", "hunter2");
+    assert_error(
+        &h.allocate_with(&mut last, &[]),
+        ErrorCode::INSUFFICIENT_CAPACITY,
+    );
 }
 
 #[test]

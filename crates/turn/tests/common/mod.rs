@@ -81,8 +81,12 @@ impl Harness {
     }
 
     pub fn with(config: TurnConfig, quotas: Quotas) -> Harness {
+        Harness::sharing(config, Arc::new(quotas))
+    }
+
+    /// A second worker's core: its own allocations, the same shared quotas and reservations.
+    pub fn sharing(config: TurnConfig, quotas: Arc<Quotas>) -> Harness {
         let start = Instant::now();
-        let quotas = Arc::new(quotas);
         let rng = Box::new(ChaCha8Rng::seed_from_u64(7));
         Harness {
             server: TurnServer::new(config, quotas.clone(), rng, start, UNIX_START),
