@@ -26,6 +26,22 @@ pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Fails when another program (or another icebreaker) already listens on `addr`. Listeners
+/// bind with `SO_REUSEPORT`, which would otherwise let a second server start on the same port
+/// without error and quietly take half of its clients.
+pub fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into()).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("udp {addr} is already in use by another program: {error}"),
+        )
+    })
+}
+
 /// A non-blocking relay socket on `addr`, without `SO_REUSEPORT`: a port another worker or
 /// program holds must fail to bind, so that two allocations never share one.
 pub fn relay_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -134,5 +150,17 @@ mod tests {
         let first = udp_listener("127.0.0.1:0".parse().expect("literal")).expect("bind");
         let port = first.local_addr().expect("bound");
         udp_listener(port).expect("a second worker binds the same listener");
+        assert!(ensure_unused(port).is_err(), "a port in use is reported");
+        let free = UdpSocketProbe::free();
+        ensure_unused(free).expect("a free port is free");
+    }
+
+    struct UdpSocketProbe;
+
+    impl UdpSocketProbe {
+        fn free() -> SocketAddr {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            socket.local_addr().expect("bound")
+        }
     }
 }

@@ -52,6 +52,10 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
         }
     }
 
+    for &addr in &listen {
+        net::ensure_unused(addr)?;
+    }
+
     let mut nonce_secret = [0u8; 32];
     StdRng::from_os_rng().fill_bytes(&mut nonce_secret);
     let core_config = turn_config(&config, &listen, &interfaces, nonce_secret);

@@ -517,3 +517,21 @@ fn sighup_reloads_users_and_keeps_allocations() {
     alice.request(Method::REFRESH, |w| w.add(&Lifetime(600)).expect("fits"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_second_server_on_the_same_address_refuses_to_start() {
+    let server = start(&["--user", "alice:secret"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
+        .args([
+            "serve",
+            "--listen",
+            &server.addr.to_string(),
+            "--user",
+            "a:b",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already in use"), "{stderr}");
+}
