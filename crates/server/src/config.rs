@@ -139,6 +139,11 @@ pub struct Config {
     /// Seconds the server keeps relaying for existing allocations after SIGTERM, while it
     /// refuses new ones; then it exits. Default 30. Flag `--drain-timeout`.
     pub drain_timeout: u32,
+
+    /// Accept channel numbers 0x5000 to 0x7FFF, which RFC 5766 allowed and RFC 8656 reserves,
+    /// for older clients that still draw from them (coturn's own test client does). Default
+    /// false. Flag `--rfc5766-channels [BOOL]`.
+    pub rfc5766_channels: bool,
 }
 
 impl Default for Config {
@@ -167,6 +172,7 @@ impl Default for Config {
             default_lifetime: 600,
             nonce_lifetime: 600,
             drain_timeout: 30,
+            rfc5766_channels: false,
         }
     }
 }
@@ -304,6 +310,8 @@ impl Config {
         out.raw("default-lifetime", self.default_lifetime);
         out.raw("nonce-lifetime", self.nonce_lifetime);
         out.raw("drain-timeout", self.drain_timeout);
+        out.0.push_str("\n# Compatibility\n");
+        out.raw("rfc5766-channels", self.rfc5766_channels);
         out.0
     }
 
@@ -383,7 +391,7 @@ impl Config {
                max_permissions => "max-permissions", max_channels => "max-channels",
                max_bandwidth => "max-bandwidth", max_lifetime => "max-lifetime",
                default_lifetime => "default-lifetime", nonce_lifetime => "nonce-lifetime",
-               drain_timeout => "drain-timeout");
+               drain_timeout => "drain-timeout", rfc5766_channels => "rfc5766-channels");
         set
     }
 

@@ -232,6 +232,11 @@ pub fn turn_config(
     turn.max_channels = config.max_channels as usize;
     turn.max_bandwidth = config.max_bandwidth;
     turn.software = config.software.clone();
+    turn.channel_range = if config.rfc5766_channels {
+        icebreaker_turn::ChannelRange::Rfc5766
+    } else {
+        icebreaker_turn::ChannelRange::Rfc8656
+    };
     turn.relay = relay_addresses(config, listen);
 
     let mut own: Vec<IpAddr> = interfaces.to_vec();

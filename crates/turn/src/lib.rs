@@ -37,6 +37,8 @@ use core::net::{IpAddr, SocketAddr};
 use core::ops::RangeInclusive;
 use std::time::Duration;
 
+pub use icebreaker_wire::ChannelRange;
+
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use auth::{AuthFailure, UserCredential};
 pub use policy::{DenyReason, PeerPolicy};
@@ -141,6 +143,9 @@ pub struct TurnConfig {
     pub peer_policy: PeerPolicy,
     /// The SOFTWARE attribute of responses; none by default, to keep answers small.
     pub software: Option<String>,
+    /// Channel numbers accepted in ChannelBind and ChannelData: RFC 8656's by default, RFC
+    /// 5766's wider range for older clients.
+    pub channel_range: ChannelRange,
     /// Unauthenticated requests answered per second and source (hashed into buckets).
     pub challenge_rate: f64,
     /// Failed authentications tolerated per second and source before requests are dropped.
@@ -171,6 +176,7 @@ impl TurnConfig {
                 relay_ports,
             },
             software: None,
+            channel_range: ChannelRange::Rfc8656,
             challenge_rate: 20.0,
             auth_failure_rate: 5.0,
         }

@@ -436,8 +436,8 @@ impl TurnServer {
         auth: &Authenticated,
     ) -> ClientAction {
         let signer = Some(auth);
-        let (Ok(Some(number)), Ok(Some(XorPeerAddress(peer)))) = (
-            message.get::<ChannelNumber>(),
+        let (Some(number), Ok(Some(XorPeerAddress(peer)))) = (
+            self.channel_number(message),
             message.get::<XorPeerAddress>(),
         ) else {
             return self.error(out, message, ErrorCode::BAD_REQUEST, signer);
@@ -476,6 +476,20 @@ impl TurnServer {
         }
         allocation.permit(peer.ip(), now, max_permissions);
         self.respond(out, message, None, signer, |_| Ok(()))
+    }
+
+    /// The CHANNEL-NUMBER of a ChannelBind, if present, well formed and in the configured
+    /// range (RFC 8656 §12.2: otherwise 400).
+    fn channel_number(&self, message: &Message<'_>) -> Option<ChannelNumber> {
+        let value: [u8; 4] = message
+            .raw(AttrType::CHANNEL_NUMBER)?
+            .value
+            .try_into()
+            .ok()?;
+        ChannelNumber::new_in(
+            u16::from_be_bytes([value[0], value[1]]),
+            self.config.channel_range,
+        )
     }
 
     /// Answers an authentication failure: 401 or 438 with a fresh nonce, 400, or nothing.

@@ -368,7 +368,7 @@ impl TurnServer {
         five_tuple: FiveTuple,
         packet: &[u8],
     ) -> ClientAction {
-        let Ok(channel_data) = ChannelData::parse(packet) else {
+        let Ok(channel_data) = ChannelData::parse_in(packet, self.config.channel_range) else {
             return ClientAction::Drop;
         };
         let Some(&index) = self.by_five_tuple.get(&five_tuple) else {

@@ -17,7 +17,7 @@ use icebreaker_wire::attr::{
     AddressFamily, AnyAttribute, AttrType, Lifetime, RawAttribute, RequestedAddressFamily,
     XorPeerAddress,
 };
-use icebreaker_wire::{ChannelData, ErrorCode, Method};
+use icebreaker_wire::{ChannelData, ChannelNumber, ChannelRange, ErrorCode, Method};
 
 const PEER: &str = "198.51.100.99:9000";
 const OTHER_PEER: &str = "192.0.2.7:7000";
@@ -704,4 +704,39 @@ fn channel_quota_is_508() {
         &h.channel_bind(&mut alice, 0x4000, addr(PEER)),
         &alice.key(),
     );
+}
+
+/// RFC 5766 let clients use 0x4000..=0x7FFF and some still do (coturn's own client draws from
+/// it); RFC 8656 reserves 0x5000..=0x7FFF. The wider range is accepted only when configured.
+#[test]
+fn rfc5766_channel_numbers_only_when_configured() {
+    for (range, accepted) in [
+        (ChannelRange::Rfc8656, false),
+        (ChannelRange::Rfc5766, true),
+    ] {
+        let mut config = config();
+        config.channel_range = range;
+        let mut h = Harness::with(config, Quotas::new(100, 100));
+        let mut alice = Client::alice();
+        let relay = h.allocate(&mut alice);
+        let peer = addr("198.51.100.99:7000");
+        let reply = h.channel_bind(&mut alice, 0x7226, peer);
+        if !accepted {
+            assert_error(&reply, ErrorCode::BAD_REQUEST);
+            continue;
+        }
+        assert_success(&reply, &alice.key());
+        let (action, bytes) = h.deliver_from_peer(relay, peer, b"legacy");
+        assert!(
+            matches!(action, PeerAction::ForwardInPlace { .. }),
+            "{action:?}"
+        );
+        assert_eq!(&bytes[..2], &[0x72, 0x26]);
+        let frame = [0x72, 0x26, 0, 3, b'a', b'b', b'c', 0];
+        assert!(matches!(
+            h.send(&alice, &frame).0,
+            ClientAction::Relay { peer: to, .. } if to == peer
+        ));
+        assert!(ChannelNumber::new_in(0x8000, ChannelRange::Rfc5766).is_none());
+    }
 }

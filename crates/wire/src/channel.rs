@@ -5,19 +5,47 @@ use core::fmt;
 /// Length of the ChannelData header: channel number and length.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
-/// A TURN channel number, always in 0x4000..=0x4FFF (RFC 8656 §12).
+/// Which channel numbers are valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ChannelRange {
+    /// 0x4000..=0x4FFF (RFC 8656 §12): 0x5000..=0x7FFF is reserved so that ChannelData
+    /// cannot be mistaken for other protocols multiplexed on the same port (RFC 7983).
+    #[default]
+    Rfc8656,
+    /// 0x4000..=0x7FFF, the range of RFC 5766, which older clients still draw from (coturn's
+    /// own test client among them). Only for servers that choose to accept them.
+    Rfc5766,
+}
+
+impl ChannelRange {
+    /// The highest channel number of the range.
+    pub const fn max(self) -> u16 {
+        match self {
+            ChannelRange::Rfc8656 => 0x4FFF,
+            ChannelRange::Rfc5766 => 0x7FFF,
+        }
+    }
+}
+
+/// A TURN channel number: in 0x4000..=0x4FFF (RFC 8656 §12), unless made with
+/// [`ChannelNumber::new_in`] and [`ChannelRange::Rfc5766`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelNumber(u16);
 
 impl ChannelNumber {
     /// The lowest channel number.
     pub const MIN: ChannelNumber = ChannelNumber(0x4000);
-    /// The highest channel number.
+    /// The highest channel number of RFC 8656.
     pub const MAX: ChannelNumber = ChannelNumber(0x4FFF);
 
     /// A channel number; `None` outside 0x4000..=0x4FFF.
     pub const fn new(value: u16) -> Option<ChannelNumber> {
-        if value >= Self::MIN.0 && value <= Self::MAX.0 {
+        ChannelNumber::new_in(value, ChannelRange::Rfc8656)
+    }
+
+    /// A channel number; `None` outside `range`.
+    pub const fn new_in(value: u16, range: ChannelRange) -> Option<ChannelNumber> {
+        if value >= Self::MIN.0 && value <= range.max() {
             Some(ChannelNumber(value))
         } else {
             None
@@ -54,8 +82,8 @@ pub enum ChannelDataError {
     /// Fewer than 4 bytes.
     #[error("shorter than the 4-byte ChannelData header")]
     TooShort,
-    /// The first two bits are not 01, or the number is in the reserved range 0x5000..=0x7FFF.
-    #[error("channel number {0:#06x} is outside 0x4000..=0x4FFF")]
+    /// The first two bits are not 01, or the number is outside the accepted range.
+    #[error("channel number {0:#06x} is outside the accepted range")]
     InvalidChannel(u16),
     /// The length field reaches past the end of the buffer.
     #[error("length field {declared} exceeds the {available} bytes present")]
@@ -78,14 +106,24 @@ pub struct ChannelData<'a> {
 }
 
 impl<'a> ChannelData<'a> {
-    /// Checks the header and the length against `buf`.
+    /// Checks the header and the length against `buf`, with the channel numbers of RFC 8656.
     #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<ChannelData<'a>, ChannelDataError> {
+        ChannelData::parse_in(buf, ChannelRange::Rfc8656)
+    }
+
+    /// Checks the header and the length against `buf`, with the channel numbers of `range`.
+    #[inline]
+    pub fn parse_in(
+        buf: &'a [u8],
+        range: ChannelRange,
+    ) -> Result<ChannelData<'a>, ChannelDataError> {
         let (header, rest) = buf
             .split_first_chunk::<CHANNEL_DATA_HEADER_LEN>()
             .ok_or(ChannelDataError::TooShort)?;
         let number = u16::from_be_bytes([header[0], header[1]]);
-        let channel = ChannelNumber::new(number).ok_or(ChannelDataError::InvalidChannel(number))?;
+        let channel =
+            ChannelNumber::new_in(number, range).ok_or(ChannelDataError::InvalidChannel(number))?;
         let declared = usize::from(u16::from_be_bytes([header[2], header[3]]));
         let data = rest.get(..declared).ok_or(ChannelDataError::Truncated {
             declared,
@@ -245,5 +283,17 @@ mod tests {
         );
         assert_eq!(ChannelNumber::new(0x3FFF), None);
         assert_eq!(ChannelNumber::new(0x5000), None);
+        // RFC 5766's range, for servers that accept older clients.
+        let legacy = [0x72, 0x26, 0, 1, 9];
+        assert_eq!(
+            ChannelData::parse(&legacy),
+            Err(ChannelDataError::InvalidChannel(0x7226))
+        );
+        let parsed = ChannelData::parse_in(&legacy, ChannelRange::Rfc5766).expect("accepted");
+        assert_eq!(
+            (parsed.channel().value(), parsed.data()),
+            (0x7226, &[9][..])
+        );
+        assert_eq!(ChannelNumber::new_in(0x8000, ChannelRange::Rfc5766), None);
     }
 }

@@ -54,7 +54,7 @@ mod writer;
 
 pub use channel::{
     CHANNEL_DATA_HEADER_LEN, ChannelData, ChannelDataError, ChannelDataWriteError, ChannelNumber,
-    Transport, framed_len, write_channel_data, write_channel_data_header,
+    ChannelRange, Transport, framed_len, write_channel_data, write_channel_data_header,
 };
 pub use error_code::ErrorCode;
 pub use header::{

@@ -121,4 +121,14 @@ pub struct Flags {
     /// Seconds to let allocations finish after SIGTERM [default: 30]
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub drain_timeout: Option<u32>,
+
+    /// Accept RFC 5766's channel numbers 0x5000-0x7FFF from older clients [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        help_heading = "Compatibility"
+    )]
+    pub rfc5766_channels: Option<bool>,
 }

@@ -167,6 +167,7 @@ fn every_key_has_a_flag() {
             "120",
             "--drain-timeout",
             "7",
+            "--rfc5766-channels",
         ]),
     )
     .unwrap();
@@ -210,6 +211,7 @@ fn every_key_has_a_flag() {
     assert_eq!(config.max_bandwidth, 125_000);
     assert_eq!((config.max_lifetime, config.default_lifetime), (1800, 300));
     assert_eq!((config.nonce_lifetime, config.drain_timeout), (120, 7));
+    assert!(config.rfc5766_channels);
 }
 
 /// Every key `to_toml` prints, commented out or not.
@@ -221,8 +223,11 @@ fn printed_keys() -> BTreeSet<String> {
             let line = line.trim_start_matches("# ");
             let end = line.find([' ', '='])?;
             let key = &line[..end];
-            (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
-                .then(|| key.to_owned())
+            (!key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .then(|| key.to_owned())
         })
         .collect()
 }
@@ -230,7 +235,7 @@ fn printed_keys() -> BTreeSet<String> {
 #[test]
 fn keys_and_flags_match() {
     let keys = printed_keys();
-    assert_eq!(keys.len(), 23, "{keys:?}");
+    assert_eq!(keys.len(), 24, "{keys:?}");
     let flags: BTreeSet<String> = Cli::command()
         .get_arguments()
         .filter_map(|arg| arg.get_long())

@@ -1,0 +1,571 @@
+//! Interop with coturn's client tools (Debian package `coturn`, 4.6.1) against the real
+//! `icebreaker serve` on loopback: `turnutils_uclient` relaying to `turnutils_peer` with
+//! long-term and TURN REST credentials, `turnutils_stunclient` for Binding, and
+//! `turnutils_natdiscovery` for the RFC 5780 behaviour tests against a server with an
+//! `--other-address`.
+//!
+//! Every tool runs under a deadline and is killed when it passes it, so a hang fails the test
+//! instead of blocking the run. A missing tool skips the test (fails it under
+//! `ICEBREAKER_REQUIRE_TOOLS`, which `scripts/test` sets).
+//!
+//! What the tools print, and what these tests read of it:
+//! - uclient ends with `start_mclient: tot_send_msgs=N, tot_recv_msgs=N`,
+//!   `start_mclient: tot_send_bytes ~ N, tot_recv_bytes ~ N` and
+//!   `Total lost packets N (P%), total send dropped N (P%)`; it exits 255 when an Allocate,
+//!   ChannelBind or CreatePermission fails.
+//! - stunclient prints `IPv4. UDP reflexive addr: IP:PORT`.
+//! - natdiscovery prints `Response origin: : IP:PORT`, `Other addr: : IP:PORT`,
+//!   `UDP reflexive addr: IP:PORT` per response and a verdict per test, such as
+//!   `NAT with Endpoint Independent Filtering!`.
+//!
+//! coturn's client draws channel numbers at random from 0x4000-0x7FFF, RFC 5766's range, where
+//! RFC 8656 allows only 0x4000-0x4FFF: the servers for uclient run with `--rfc5766-channels`,
+//! the switch that exists for such clients. Without it three binds in four get 400.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use icebreaker_tests::{Server, free_udp_port, have_tool};
+
+/// Longest any one tool may run. uclient's runs take 4 to 7 seconds on loopback.
+const TOOL_DEADLINE: Duration = Duration::from_secs(60);
+/// uclient clients (`-m`) and messages per client (`-n`).
+const CLIENTS: u64 = 4;
+const MESSAGES: u64 = 50;
+/// A TURN REST secret of at least 16 bytes.
+const REST_SECRET: &str = "coturn-interop-rest-secret";
+
+const TO_PEER: &str = r#"icebreaker_turn_relayed_packets_total{direction="client_to_peer"}"#;
+const TO_CLIENT: &str = r#"icebreaker_turn_relayed_packets_total{direction="peer_to_client"}"#;
+const BYTES_TO_PEER: &str = r#"icebreaker_turn_relayed_bytes_total{direction="client_to_peer"}"#;
+const BYTES_TO_CLIENT: &str = r#"icebreaker_turn_relayed_bytes_total{direction="peer_to_client"}"#;
+
+/// What a tool did: whether it exited with 0, its exit code, stdout then stderr.
+struct Run {
+    success: bool,
+    code: Option<i32>,
+    output: String,
+}
+
+/// Runs `program` with `args`, killing it if it outlives `deadline`, which fails the test.
+fn run(program: &str, args: &[&str], deadline: Duration) -> Run {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let stdout = drain(child.stdout.take().expect("piped"));
+    let stderr = drain(child.stderr.take().expect("piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let output = format!(
+        "{}{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    let Some(status) = status else {
+        panic!(
+            "{program} {} hung for {deadline:?} and was killed; it printed:\n{output}",
+            args.join(" ")
+        );
+    };
+    Run {
+        success: status.success(),
+        code: status.code(),
+        output,
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own, so that a chatty tool never blocks on it.
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// `turnutils_peer`, coturn's UDP echo peer, on 127.0.0.1 ports `port` and `port + 1` (it
+/// binds both: uclient sends its RTCP stream to the second), killed by PID when dropped.
+struct TurnutilsPeer {
+    child: Child,
+    port: u16,
+}
+
+impl TurnutilsPeer {
+    /// Starts the peer on a free pair of ports and returns once it echoes on both.
+    fn start() -> TurnutilsPeer {
+        for _ in 0..10 {
+            let port = free_port_pair();
+            let child = Command::new("turnutils_peer")
+                .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start turnutils_peer: {e}"));
+            let mut peer = TurnutilsPeer { child, port };
+            if peer.echoes() {
+                return peer;
+            }
+            // Dropping it kills it; try another pair.
+        }
+        panic!("turnutils_peer never echoed on 127.0.0.1");
+    }
+
+    /// Whether the peer answers a datagram on both of its ports within five seconds.
+    fn echoes(&mut self) -> bool {
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind the probe");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        for port in [self.port, self.port + 1] {
+            let to = SocketAddr::from(([127, 0, 0, 1], port));
+            loop {
+                if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                let _ = probe.send_to(b"icebreaker probe", to);
+                if matches!(probe.recv_from(&mut buf), Ok((16, from)) if from == to) {
+                    break;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Drop for TurnutilsPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port `p` with `p + 1` free as well on 127.0.0.1, a moment ago.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let Ok(first) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let port = first.local_addr().expect("local address").port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no pair of free UDP ports on 127.0.0.1");
+}
+
+/// uclient's final statistics.
+#[derive(Debug, PartialEq)]
+struct UclientStats {
+    sent: u64,
+    received: u64,
+    sent_bytes: u64,
+    received_bytes: u64,
+    lost: u64,
+    send_dropped: u64,
+}
+
+impl UclientStats {
+    /// Reads the last `start_mclient: tot_send_msgs=`, `start_mclient: tot_send_bytes ~` and
+    /// `Total lost packets` lines.
+    fn parse(output: &str) -> UclientStats {
+        let last = |marker: &str| {
+            output
+                .lines()
+                .rev()
+                .find(|l| l.contains(marker))
+                .unwrap_or_else(|| panic!("uclient printed no {marker:?} line:\n{output}"))
+        };
+        let messages = last("start_mclient: tot_send_msgs=");
+        let bytes = last("start_mclient: tot_send_bytes ~");
+        let loss = last("Total lost packets");
+        UclientStats {
+            sent: number_after(messages, "tot_send_msgs="),
+            received: number_after(messages, "tot_recv_msgs="),
+            sent_bytes: number_after(bytes, "tot_send_bytes ~ "),
+            received_bytes: number_after(bytes, "tot_recv_bytes ~ "),
+            lost: number_after(loss, "Total lost packets "),
+            send_dropped: number_after(loss, "total send dropped "),
+        }
+    }
+}
+
+/// The decimal number right after `key` in `line`.
+fn number_after(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {line:?}"))
+        + key.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
+}
+
+/// The value of `series` once it reaches `at_least`, or whatever it is after two seconds.
+fn metric_reaching(server: &Server, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let value = server.metric(series);
+        if value >= at_least || Instant::now() > deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server for uclient: long-term user alice, loopback peers allowed, and a user quota
+/// above uclient's needs (each client also makes and deletes a probe allocation).
+fn uclient_server(auth: &[&str]) -> Server {
+    let mut flags = vec![
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--user-quota",
+        "100",
+        "--rfc5766-channels",
+    ];
+    flags.extend_from_slice(auth);
+    Server::start(&flags)
+}
+
+/// Runs uclient with `mode` flags and `credentials` through `server` to `peer`: `CLIENTS`
+/// clients of `MESSAGES` messages of `length` bytes each.
+fn uclient(
+    server: &Server,
+    peer: &TurnutilsPeer,
+    mode: &[&str],
+    credentials: &[&str],
+    length: u64,
+) -> Run {
+    let (clients, messages, length) = (
+        CLIENTS.to_string(),
+        MESSAGES.to_string(),
+        length.to_string(),
+    );
+    let (peer_port, server_port) = (peer.port.to_string(), server.addr.port().to_string());
+    let mut args: Vec<&str> = mode.to_vec();
+    args.extend_from_slice(credentials);
+    args.extend_from_slice(&[
+        "-m",
+        &clients,
+        "-n",
+        &messages,
+        "-l",
+        &length,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port,
+        "-p",
+        &server_port,
+        "127.0.0.1",
+    ]);
+    run("turnutils_uclient", &args, TOOL_DEADLINE)
+}
+
+/// uclient in `mode` relays every message there and back, and the server counted each one.
+fn relays_without_loss(mode: &[&str], length: u64) {
+    if !(have_tool("turnutils_uclient") && have_tool("turnutils_peer")) {
+        return;
+    }
+    let server = uclient_server(&["--user", "alice:secret"]);
+    let peer = TurnutilsPeer::start();
+    let ran = uclient(
+        &server,
+        &peer,
+        mode,
+        &["-u", "alice", "-w", "secret"],
+        length,
+    );
+    assert!(
+        ran.success,
+        "turnutils_uclient {mode:?} -l {length} exited with {:?}:\n{}",
+        ran.code, ran.output
+    );
+    let expected = CLIENTS * MESSAGES;
+    assert_eq!(
+        UclientStats::parse(&ran.output),
+        UclientStats {
+            sent: expected,
+            received: expected,
+            sent_bytes: expected * length,
+            received_bytes: expected * length,
+            lost: 0,
+            send_dropped: 0,
+        },
+        "uclient {mode:?} -l {length}:\n{}",
+        ran.output
+    );
+    assert_relayed(&server, expected, length);
+}
+
+/// The server counted `packets` datagrams of `length` bytes each way, no more, no fewer.
+fn assert_relayed(server: &Server, packets: u64, length: u64) {
+    let (packets, bytes) = (packets as f64, (packets * length) as f64);
+    for (series, want) in [
+        (TO_PEER, packets),
+        (TO_CLIENT, packets),
+        (BYTES_TO_PEER, bytes),
+        (BYTES_TO_CLIENT, bytes),
+    ] {
+        assert_eq!(metric_reaching(server, series, want), want, "{series}");
+    }
+}
+
+#[test]
+fn uclient_relays_100_byte_send_indications_without_loss() {
+    relays_without_loss(&["-c", "-s"], 100);
+}
+
+#[test]
+fn uclient_relays_1200_byte_send_indications_without_loss() {
+    relays_without_loss(&["-c", "-s"], 1200);
+}
+
+#[test]
+fn uclient_relays_100_byte_channel_data_without_loss() {
+    relays_without_loss(&["-c"], 100);
+}
+
+#[test]
+fn uclient_relays_1200_byte_channel_data_without_loss() {
+    relays_without_loss(&["-c"], 1200);
+}
+
+#[test]
+fn uclient_relays_rtp_and_rtcp_pairs_through_reserved_even_ports() {
+    // Without -c, each client allocates an even port with R set (EVEN-PORT 0x80), then its
+    // RTCP allocation from a second socket with the RESERVATION-TOKEN it got. The RTCP Allocate
+    // often reaches another worker than the RTP one; the token must work there too. uclient
+    // counts and sends its messages on the RTP stream.
+    relays_without_loss(&["-s"], 100);
+}
+
+#[test]
+fn uclient_relays_with_turn_rest_credentials_and_fails_with_a_wrong_secret() {
+    if !(have_tool("turnutils_uclient") && have_tool("turnutils_peer")) {
+        return;
+    }
+    let server = uclient_server(&["--auth-secret", REST_SECRET]);
+    let peer = TurnutilsPeer::start();
+    let length = 100;
+    // uclient makes the username itself: `-u alice -W S` sends USERNAME "EXPIRY:alice" with
+    // EXPIRY one day ahead, and base64(HMAC-SHA1(S, username)) as the password.
+    let ran = uclient(
+        &server,
+        &peer,
+        &["-c", "-s"],
+        &["-u", "alice", "-W", REST_SECRET],
+        length,
+    );
+    assert!(
+        ran.success,
+        "uclient -W exited with {:?}:\n{}",
+        ran.code, ran.output
+    );
+    let expected = CLIENTS * MESSAGES;
+    let stats = UclientStats::parse(&ran.output);
+    assert_eq!(
+        (stats.sent, stats.received, stats.lost),
+        (expected, expected, 0),
+        "{}",
+        ran.output
+    );
+    assert_relayed(&server, expected, length);
+
+    // After the good run: a wrong password draws the per-source failure throttle.
+    let wrong = uclient(
+        &server,
+        &peer,
+        &["-c", "-s"],
+        &["-u", "alice", "-W", "not-the-secret-at-all"],
+        length,
+    );
+    assert!(
+        !wrong.success,
+        "uclient with a wrong secret succeeded:\n{}",
+        wrong.output
+    );
+    assert!(
+        wrong.output.contains("Cannot complete Allocation"),
+        "{}",
+        wrong.output
+    );
+    let bad_integrity = r#"icebreaker_turn_auth_failures_total{reason="bad_integrity"}"#;
+    assert!(metric_reaching(&server, bad_integrity, 1.0) >= 1.0);
+    assert_relayed(&server, expected, length);
+}
+
+#[test]
+fn stunclient_gets_its_mapped_address() {
+    if !have_tool("turnutils_stunclient") {
+        return;
+    }
+    let server = Server::start(&["--user", "alice:secret"]);
+    let port = server.addr.port().to_string();
+    let ran = run(
+        "turnutils_stunclient",
+        &["-p", &port, "127.0.0.1"],
+        TOOL_DEADLINE,
+    );
+    assert!(
+        ran.success,
+        "stunclient exited with {:?}:\n{}",
+        ran.code, ran.output
+    );
+    let mapped = addresses_after(&ran.output, "UDP reflexive addr: ");
+    assert!(!mapped.is_empty(), "no mapped address:\n{}", ran.output);
+    for addr in mapped {
+        assert_eq!(addr.ip(), server.addr.ip(), "{}", ran.output);
+        assert!(
+            addr.port() != 0 && addr.port() != server.addr.port(),
+            "{}",
+            ran.output
+        );
+    }
+    let bindings = r#"icebreaker_stun_binding_requests_total{transport="udp",family="ipv4"}"#;
+    assert!(metric_reaching(&server, bindings, 1.0) >= 1.0);
+}
+
+/// Every `IP:PORT` printed right after `marker`, in order.
+fn addresses_after(output: &str, marker: &str) -> Vec<SocketAddr> {
+    output
+        .lines()
+        .filter_map(|l| l.split_once(marker))
+        .map(|(_, rest)| {
+            let word = rest.split_whitespace().next().unwrap_or_default();
+            word.parse()
+                .unwrap_or_else(|_| panic!("not an address after {marker:?}: {rest:?}"))
+        })
+        .collect()
+}
+
+/// A server on 127.0.0.1:P1 with its RFC 5780 other address 127.0.0.2:P2 (every 127/8
+/// address is loopback on Linux): it serves all four combinations.
+fn rfc5780_server() -> (Server, u16, u16) {
+    let primary = free_udp_port();
+    let other = loop {
+        let port = free_udp_port();
+        if port != primary && port != 0 {
+            break port;
+        }
+    };
+    let server = Server::start_on(
+        SocketAddr::from(([127, 0, 0, 1], primary)),
+        &[
+            "--user",
+            "alice:secret",
+            "--other-address",
+            &format!("127.0.0.2:{other}"),
+        ],
+    );
+    (server, primary, other)
+}
+
+#[test]
+fn natdiscovery_finds_endpoint_independent_mapping_and_filtering() {
+    if !have_tool("turnutils_natdiscovery") {
+        return;
+    }
+    let (_server, primary, other) = rfc5780_server();
+    let port = primary.to_string();
+    // -L 127.0.0.1 makes the local address comparable with the mapped one: "No NAT!".
+    for extra in [&[][..], &["-P"][..]] {
+        let mut args = vec!["-m", "-f", "-L", "127.0.0.1", "-p", &port];
+        args.extend_from_slice(extra);
+        args.push("127.0.0.1");
+        let ran = run("turnutils_natdiscovery", &args, TOOL_DEADLINE);
+        let out = &ran.output;
+        assert!(
+            ran.success,
+            "natdiscovery {args:?} exited with {:?}:\n{out}",
+            ran.code
+        );
+        for verdict in [
+            "-= Mapping Behavior Discovery =-",
+            "No NAT! (Endpoint Independent Mapping)",
+            "NAT with Endpoint Independent Mapping!",
+            "-= Filtering Behavior Discovery =-",
+            "NAT with Endpoint Independent Filtering!",
+        ] {
+            assert!(out.contains(verdict), "no {verdict:?} in {args:?}:\n{out}");
+        }
+        for verdict in ["Address Dependent", "Address and Port Dependent"] {
+            assert!(!out.contains(verdict), "{verdict:?} in {args:?}:\n{out}");
+        }
+        // Mapping test II went to the other IP on the primary port; filtering test II asked
+        // for a change of IP and port and got it. OTHER-ADDRESS differs from the address a
+        // request reached in IP and port, so its port is always the other one.
+        let origins = addresses_after(out, "Response origin: : ");
+        let expect = |ip: [u8; 4], port: u16| SocketAddr::from((ip, port));
+        assert!(origins.contains(&expect([127, 0, 0, 2], primary)), "{out}");
+        assert!(origins.contains(&expect([127, 0, 0, 2], other)), "{out}");
+        let others = addresses_after(out, "Other addr: : ");
+        assert!(!others.is_empty(), "{out}");
+        assert!(others.iter().all(|a| a.port() == other), "{out}");
+        let mapped = addresses_after(out, "UDP reflexive addr: ");
+        let local = addresses_after(out, "Local addr: : ");
+        assert_eq!(mapped, local, "{out}");
+        assert!(mapped.len() >= 4, "{out}");
+    }
+}
+
+#[test]
+fn stunclient_rfc5780_mode_gets_answers_from_the_other_address() {
+    if !have_tool("turnutils_stunclient") {
+        return;
+    }
+    let (_server, primary, other) = rfc5780_server();
+    let port = primary.to_string();
+    // -f: a plain request, then CHANGE-REQUEST (IP and port) with RESPONSE-PORT, then
+    // CHANGE-REQUEST with 1500 bytes of PADDING from a second socket.
+    let ran = run(
+        "turnutils_stunclient",
+        &["-f", "-p", &port, "127.0.0.1"],
+        TOOL_DEADLINE,
+    );
+    let out = &ran.output;
+    assert!(
+        ran.success,
+        "stunclient -f exited with {:?}:\n{out}",
+        ran.code
+    );
+    for n in 1..=3 {
+        assert!(out.contains(&format!("RFC 5780 response {n}")), "{out}");
+    }
+    let origins = addresses_after(out, "Response origin: : ");
+    let changed = SocketAddr::from(([127, 0, 0, 2], other));
+    assert_eq!(
+        origins.iter().filter(|&&a| a == changed).count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        addresses_after(out, "Other addr: : ").contains(&changed),
+        "{out}"
+    );
+}
