@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod config;
 pub mod metrics;
 pub mod net;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{debug, info, warn};
 
+use crate::batch::{HEADROOM, RecvBatch};
 use crate::metrics::{Direction, WorkerMetrics};
 use crate::net;
 
@@ -36,9 +38,10 @@ const LISTENER_BASE: usize = 1;
 const RELAY_BASE: usize = 1 << 20;
 /// Longest wait in the event loop, so that timers never drift far.
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// Room for the largest UDP payload plus the ChannelData header written in front of it and the
-/// padding after it.
-const RECV_BUFFER: usize = 4 + 65_536 + 4;
+
+/// The relay table's map: keyed by this server's own relay addresses, which no client chooses,
+/// so a fast hasher is safe.
+type RelayMap = HashMap<SocketAddr, (Token, UdpSocket), foldhash::fast::FixedState>;
 
 struct Listener {
     socket: UdpSocket,
@@ -48,7 +51,7 @@ struct Listener {
 /// The relay sockets of one worker, lent to the TURN core to bind and close ports.
 struct RelayTable {
     registry: Registry,
-    sockets: HashMap<SocketAddr, (Token, UdpSocket)>,
+    sockets: RelayMap,
     by_token: Vec<Option<SocketAddr>>,
     free_tokens: Vec<usize>,
 }
@@ -99,7 +102,6 @@ pub(crate) struct Worker {
     binding: BindingService,
     metrics: WorkerMetrics,
     control: Receiver<Control>,
-    buf: Vec<u8>,
     out: Vec<u8>,
 }
 
@@ -132,7 +134,7 @@ impl Worker {
         }
         let relays = RelayTable {
             registry: poll.registry().try_clone()?,
-            sockets: HashMap::new(),
+            sockets: RelayMap::default(),
             by_token: Vec::new(),
             free_tokens: Vec::new(),
         };
@@ -144,7 +146,6 @@ impl Worker {
             binding,
             metrics,
             control,
-            buf: vec![0; RECV_BUFFER],
             out: vec![0; 2048],
         };
         Ok((worker, waker))
@@ -153,6 +154,8 @@ impl Worker {
     /// Runs until told to stop.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
+        // Made here, on the worker's own thread: its system-call headers hold raw pointers.
+        let mut batch = RecvBatch::new();
         loop {
             let now = Instant::now();
             let wait = self.core.poll_timeout().map_or(MAX_WAIT, |at| {
@@ -164,6 +167,8 @@ impl Worker {
                 }
                 return Err(error);
             }
+            // One clock read per wakeup: a batch is handled within microseconds.
+            let now = Instant::now();
             for event in &events {
                 match event.token() {
                     WAKER => {
@@ -174,10 +179,10 @@ impl Worker {
                     Token(t) if t >= RELAY_BASE => {
                         let relay = self.relays.by_token.get(t - RELAY_BASE).copied().flatten();
                         if let Some(relay) = relay {
-                            self.drain_relay(relay);
+                            self.drain_relay(&mut batch, relay, now);
                         }
                     }
-                    Token(t) => self.drain_listener(t - LISTENER_BASE),
+                    Token(t) => self.drain_listener(&mut batch, t - LISTENER_BASE, now),
                 }
             }
             let now = Instant::now();
@@ -205,33 +210,49 @@ impl Worker {
         }
     }
 
-    fn drain_listener(&mut self, index: usize) {
+    fn drain_listener(&mut self, batch: &mut RecvBatch, index: usize, now: Instant) {
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            match listener.socket.recv_from(&mut self.buf) {
-                Ok((len, from)) => self.client_packet(index, from, len),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            let received = match batch.recv(listener.socket.as_raw_fd()) {
+                Ok(n) => n,
                 // An ICMP error from an earlier send surfaces here; the socket is fine.
-                Err(error) => debug!(%error, "listener receive error"),
+                Err(error) => {
+                    debug!(%error, "listener receive error");
+                    continue;
+                }
+            };
+            for i in 0..received {
+                self.client_packet(batch, index, i, now);
+            }
+            if received < crate::batch::BATCH {
+                return;
             }
         }
     }
 
-    fn client_packet(&mut self, index: usize, from: SocketAddr, len: usize) {
+    fn client_packet(
+        &mut self,
+        batch: &mut RecvBatch,
+        index: usize,
+        datagram: usize,
+        now: Instant,
+    ) {
         let Worker {
             listeners,
             relays,
             core,
             binding,
             metrics,
-            buf,
             out,
             ..
         } = self;
+        let Some((from, slot, len)) = batch.get_mut(datagram) else {
+            return;
+        };
         let local = listeners[index].local;
-        let packet = &buf[..len];
+        let packet = &slot[HEADROOM..HEADROOM + len];
         if is_binding_request(packet) {
             let Ok(request) = Message::parse(packet) else {
                 return;
@@ -249,7 +270,7 @@ impl Worker {
             server: local,
             transport: ClientTransport::Udp,
         };
-        match core.handle_client(Instant::now(), five_tuple, packet, out, relays) {
+        match core.handle_client(now, five_tuple, packet, out, relays) {
             ClientAction::Drop => {}
             ClientAction::Reply(n) => send(&listeners[index].socket, &out[..n], from),
             ClientAction::Relay {
@@ -263,34 +284,48 @@ impl Worker {
         }
     }
 
-    fn drain_relay(&mut self, relay: SocketAddr) {
+    fn drain_relay(&mut self, batch: &mut RecvBatch, relay: SocketAddr, now: Instant) {
         loop {
             let Some((_, socket)) = self.relays.sockets.get(&relay) else {
                 return;
             };
-            // Leave room in front of the data for the ChannelData header.
-            let received = socket.recv_from(&mut self.buf[4..RECV_BUFFER - 4]);
-            match received {
-                Ok((len, peer)) => self.peer_packet(relay, peer, len),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => debug!(%relay, %error, "relay receive error"),
+            let received = match batch.recv(socket.as_raw_fd()) {
+                Ok(n) => n,
+                Err(error) => {
+                    debug!(%relay, %error, "relay receive error");
+                    continue;
+                }
+            };
+            for i in 0..received {
+                self.peer_packet(batch, relay, i, now);
+            }
+            if received < crate::batch::BATCH {
+                return;
             }
         }
     }
 
-    fn peer_packet(&mut self, relay: SocketAddr, peer: SocketAddr, len: usize) {
+    fn peer_packet(
+        &mut self,
+        batch: &mut RecvBatch,
+        relay: SocketAddr,
+        datagram: usize,
+        now: Instant,
+    ) {
         let Worker {
             listeners,
             core,
             metrics,
-            buf,
             out,
             ..
         } = self;
-        let action = core.handle_peer(Instant::now(), relay, peer, buf, 4..4 + len, out);
+        let Some((peer, slot, len)) = batch.get_mut(datagram) else {
+            return;
+        };
+        let action = core.handle_peer(now, relay, peer, slot, HEADROOM..HEADROOM + len, out);
         let (client, bytes) = match &action {
             PeerAction::Drop => return,
-            PeerAction::ForwardInPlace { client, range } => (client, &buf[range.clone()]),
+            PeerAction::ForwardInPlace { client, range } => (client, &slot[range.clone()]),
             PeerAction::Forward { client, len } => (client, &out[..*len]),
         };
         if let Some(listener) = listeners.iter().find(|l| l.local == client.server) {
