@@ -7,7 +7,7 @@
 # Rows: ChannelData 100 B and 1200 B, Send/Data indications 100 B and STUN Binding, each
 # saturated (--window outstanding round trips per allocation), then ChannelData 100 B at a fixed
 # rate for the RTT percentiles. The load generator is target/release/turn-load
-# (benches/src/bin/turn-load.rs); see benches/README.md.
+# (benches/src/bin/turn-load/); see benches/README.md.
 #
 # Environment (defaults in brackets): DURATION seconds per row [10], WARMUP [1],
 # ALLOCATIONS [32], WINDOW [8], RATE [20000], THREADS server threads [2],

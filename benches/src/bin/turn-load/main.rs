@@ -1,0 +1,413 @@
+//! `turn-load`: a load generator for STUN/TURN servers over UDP on loopback.
+//!
+//! It makes `--allocations` TURN allocations (Allocate with the 401/NONCE exchange and
+//! long-term credentials, CreatePermission, ChannelBind), each relaying to its own socket of an
+//! in-process UDP echo peer, then drives round trips through the server: client → server →
+//! relay → echo peer → relay → server → client, as ChannelData (`--mode channel`) or
+//! Send/Data indications (`--mode send`). `--mode binding` sends STUN Binding requests instead.
+//! Either every allocation keeps `--window` round trips outstanding (saturated), or the
+//! generator sends `--rate` round trips per second in total.
+//!
+//! Every datagram carries its send time, allocation and slot (in the payload, or in the
+//! transaction ID for Binding), so the RTT is measured per round trip. The server's CPU time
+//! is read from `/proc/PID/stat` (utime + stime, every thread) at the start and the end of the
+//! measured interval.
+//!
+//! I/O: one client thread serves every client socket and one echo thread every echo socket,
+//! each with a level-triggered epoll, `recvmmsg` and `sendmmsg` through `nix` (one syscall for
+//! up to 64 datagrams); the sockets are `connect`ed, so no address is copied per datagram. In
+//! `--rate` mode a third thread paces the sends with one `send` per datagram.
+//!
+//! `--report FILE` prints a comparison table from the `--json` lines of several runs.
+//! See `benches/README.md`.
+
+mod messages;
+mod report;
+mod setup;
+mod traffic;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use clap::{Parser, ValueEnum};
+use icebreaker_wire::attr::{Lifetime, XorPeerAddress};
+use icebreaker_wire::{ChannelNumber, Method};
+
+use messages::templates;
+use report::{Outcome, clock_tick, cpu_ticks, report};
+use setup::{Allocation, TidGenerator, drain_socket, probe, udp_socket};
+use traffic::{client_loop, echo_peer, paced_sender};
+
+/// Datagrams per `recvmmsg`/`sendmmsg`, and the largest window.
+const BATCH: usize = 64;
+/// Room for one received datagram: the largest payload plus a Data indication's header.
+const BUF_LEN: usize = 2048;
+/// Payload sizes accepted: room for the identification, and no IP fragmentation anywhere.
+const MIN_SIZE: usize = 16;
+const MAX_SIZE: usize = 1400;
+/// After the measured interval: time for the round trips in flight to come back.
+const DRAIN: Duration = Duration::from_millis(300);
+/// Hard limit of `--duration`.
+const MAX_DURATION: f64 = 60.0;
+/// Whole setup (allocations, permissions, channels) and teardown limits.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The one channel of each allocation (channels are per allocation).
+const CHANNEL: u16 = 0x4000;
+
+/// Drive ChannelData, Send-indication or Binding round trips through a STUN/TURN server.
+#[derive(Parser, Debug)]
+#[command(name = "turn-load")]
+struct Args {
+    /// The server's UDP address (IPv4, loopback).
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    server: SocketAddr,
+    /// Long-term credential user name.
+    #[arg(long, default_value = "bench")]
+    user: String,
+    /// Long-term credential password.
+    #[arg(long, default_value = "bench")]
+    password: String,
+    /// What a round trip is.
+    #[arg(long, value_enum, default_value_t = Mode::Channel)]
+    mode: Mode,
+    /// Allocations (client sockets in binding mode), 1 to 1024.
+    #[arg(long, default_value_t = 32)]
+    allocations: usize,
+    /// Payload bytes per datagram (channel and send modes), 16 to 1400.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Saturated mode: round trips kept outstanding per allocation, 1 to 64.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// Fixed-rate mode: round trips per second in total, instead of a window.
+    #[arg(long, conflicts_with = "window")]
+    rate: Option<u64>,
+    /// Seconds measured, at most 60.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of traffic before the measured interval, at most 10.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// The server's process ID, to sample its CPU time in /proc/PID/stat.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON line on standard output (and the human line on standard error).
+    #[arg(long)]
+    json: bool,
+    /// The server's name, carried into the JSON line (for --report).
+    #[arg(long, default_value = "server")]
+    name: String,
+    /// The row's name, carried into the JSON line (for --report).
+    #[arg(long)]
+    row: Option<String>,
+    /// Only wait (up to --duration seconds) until the server answers a Binding request.
+    #[arg(long)]
+    probe: bool,
+    /// Print a comparison table from a file of --json lines, and exit.
+    #[arg(long, value_name = "FILE")]
+    report: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// ChannelData both ways.
+    Channel,
+    /// Send indications to the server, Data indications back.
+    Send,
+    /// STUN Binding requests and responses (no allocation).
+    Binding,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Channel => "channel",
+            Mode::Send => "send",
+            Mode::Binding => "binding",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("turn-load: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let args = Args::parse();
+    if let Some(path) = &args.report {
+        report(path)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    ensure!(
+        args.duration > 0.0 && args.duration <= MAX_DURATION,
+        "--duration must be in (0, {MAX_DURATION}]"
+    );
+    ensure!(
+        (0.0..=10.0).contains(&args.warmup),
+        "--warmup must be in [0, 10]"
+    );
+    ensure!(
+        (1..=1024).contains(&args.allocations),
+        "--allocations must be 1 to 1024"
+    );
+    ensure!(
+        (MIN_SIZE..=MAX_SIZE).contains(&args.size),
+        "--size must be {MIN_SIZE} to {MAX_SIZE}"
+    );
+    ensure!(
+        (1..=BATCH).contains(&args.window),
+        "--window must be 1 to {BATCH}"
+    );
+    ensure!(
+        args.rate.is_none_or(|r| (1..=10_000_000).contains(&r)),
+        "--rate must be 1 to 10000000"
+    );
+    ensure!(
+        args.server.is_ipv4(),
+        "the server address must be IPv4 (loopback)"
+    );
+    if args.probe {
+        let answered = probe(args.server, Duration::from_secs_f64(args.duration))?;
+        return Ok(if answered {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("turn-load: {} did not answer", args.server);
+            ExitCode::FAILURE
+        });
+    }
+    let outcome = load(&args)?;
+    if args.json {
+        eprintln!("{}", outcome.human(&args));
+        println!("{}", outcome.to_json(&args));
+    } else {
+        println!("{}", outcome.human(&args));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The measured run.
+
+fn load(args: &Args) -> Result<Outcome> {
+    let clock = Clock::new();
+    let mut tids = TidGenerator::new();
+    let n = args.allocations;
+
+    // Sockets: one client socket per allocation, connected to the server; in the TURN modes one
+    // echo socket per allocation, connected to that allocation's relay address once known.
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = udp_socket()?;
+        socket
+            .connect(args.server)
+            .with_context(|| format!("connect to {}", args.server))?;
+        clients.push(socket);
+    }
+    let mut allocations = Vec::new();
+    let mut echoes = Vec::new();
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    if args.mode != Mode::Binding {
+        for (i, socket) in clients.iter().enumerate() {
+            let echo = udp_socket()?;
+            let echo_addr = echo.local_addr()?;
+            let mut allocation = Allocation::new(socket, args, &mut tids, deadline)
+                .with_context(|| format!("allocation {i}"))?;
+            allocation
+                .request(
+                    Method::CREATE_PERMISSION,
+                    |w| w.add(&XorPeerAddress(echo_addr)),
+                    &mut tids,
+                    deadline,
+                )
+                .with_context(|| format!("CreatePermission of allocation {i}"))?;
+            if args.mode == Mode::Channel {
+                let channel = ChannelNumber::new(CHANNEL).context("channel number")?;
+                allocation
+                    .request(
+                        Method::CHANNEL_BIND,
+                        |w| {
+                            w.add(&channel)?;
+                            w.add(&XorPeerAddress(echo_addr))
+                        },
+                        &mut tids,
+                        deadline,
+                    )
+                    .with_context(|| format!("ChannelBind of allocation {i}"))?;
+            }
+            echo.connect(allocation.relay)
+                .with_context(|| format!("connect the echo socket to {}", allocation.relay))?;
+            echoes.push((echo, echo_addr));
+            allocations.push(allocation);
+        }
+    } else if !probe(args.server, Duration::from_secs(5))? {
+        bail!("{} does not answer Binding requests", args.server);
+    }
+    // Stale setup answers must not be taken for round trips.
+    for socket in &clients {
+        drain_socket(socket);
+    }
+
+    let templates = templates(args, &echoes, &mut tids)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_sockets: Vec<UdpSocket> = echoes.into_iter().map(|(s, _)| s).collect();
+
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let start = clock.now_ns();
+    let window = Window {
+        start: start + as_ns(warmup),
+        end: start + as_ns(warmup + duration),
+    };
+    let stop_at = window.end + as_ns(DRAIN);
+
+    let outcome = thread::scope(|scope| -> Result<Outcome> {
+        let echo_stop = stop.clone();
+        let echo = if echo_sockets.is_empty() {
+            None
+        } else {
+            let sockets = &echo_sockets;
+            let clock = &clock;
+            Some(
+                thread::Builder::new()
+                    .name("echo".into())
+                    .spawn_scoped(scope, move || {
+                        echo_peer(
+                            sockets,
+                            clock,
+                            stop_at + as_ns(Duration::from_secs(1)),
+                            &echo_stop,
+                        )
+                    })?,
+            )
+        };
+        let sender = match args.rate {
+            Some(rate) => {
+                let (clients, templates, clock) = (&clients, &templates, &clock);
+                Some(
+                    thread::Builder::new()
+                        .name("sender".into())
+                        .spawn_scoped(scope, move || {
+                            paced_sender(clients, templates, clock, rate, start, window)
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let client = {
+            let (clients, templates, clock) = (&clients, &templates, &clock);
+            let saturated = args.rate.is_none();
+            let slots = args.window;
+            thread::Builder::new()
+                .name("client".into())
+                .spawn_scoped(scope, move || {
+                    client_loop(clients, templates, clock, saturated, slots, window, stop_at)
+                })?
+        };
+
+        // CPU samples at both ends of the measured interval (the end after the drain, so that
+        // the work on the last round trips is counted).
+        clock.sleep_until(window.start);
+        let server_before = args.pid.map(cpu_ticks).transpose()?;
+        let self_before = cpu_ticks(std::process::id())?;
+        clock.sleep_until(stop_at);
+        let server_after = args.pid.map(cpu_ticks).transpose()?;
+        let self_after = cpu_ticks(std::process::id())?;
+        let load_average = std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+
+        let stats = join(client)??;
+        let paced_sent = match sender {
+            Some(handle) => Some(join(handle)??),
+            None => None,
+        };
+        stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = echo {
+            join(handle)??;
+        }
+        let tick = clock_tick()?;
+        let ticks = |a: u64, b: u64| b.saturating_sub(a) as f64 / tick;
+        Ok(Outcome {
+            seconds: duration.as_secs_f64(),
+            sent: paced_sent.unwrap_or(stats.sent),
+            received: stats.received,
+            late: stats.late,
+            invalid: stats.invalid,
+            p50_us: stats.quantile(0.50),
+            p99_us: stats.quantile(0.99),
+            max_us: stats.quantile(1.0),
+            server_cpu_s: server_before.zip(server_after).map(|(a, b)| ticks(a, b)),
+            generator_cpu_s: ticks(self_before, self_after),
+            load_average,
+        })
+    })?;
+
+    // Free the allocations (best effort), so that repeated runs do not fill the user's quota.
+    let deadline = Instant::now() + TEARDOWN_TIMEOUT;
+    for allocation in &mut allocations {
+        drain_socket(allocation.socket);
+        let _ = allocation.request(
+            Method::REFRESH,
+            |w| w.add(&Lifetime(0)),
+            &mut tids,
+            deadline.min(Instant::now() + Duration::from_millis(300)),
+        );
+    }
+    Ok(outcome)
+}
+
+fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> Result<T> {
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("a generator thread panicked"))
+}
+
+/// The measured interval, in the generator's clock.
+#[derive(Clone, Copy)]
+struct Window {
+    start: u64,
+    end: u64,
+}
+
+impl Window {
+    fn contains(&self, ts: u64) -> bool {
+        (self.start..self.end).contains(&ts)
+    }
+}
+
+/// Nanoseconds since the generator started: what the datagrams carry.
+struct Clock(Instant);
+
+impl Clock {
+    fn new() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn now_ns(&self) -> u64 {
+        // Never 0, which marks a free slot.
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX) | 1
+    }
+
+    fn sleep_until(&self, ns: u64) {
+        let now = self.now_ns();
+        if ns > now {
+            thread::sleep(Duration::from_nanos(ns - now));
+        }
+    }
+}
+
+fn as_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
