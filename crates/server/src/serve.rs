@@ -122,6 +122,7 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
                         new.users
                     };
                     let reloaded = turn_config(&new, &listen, &interfaces, nonce_secret);
+                    quotas.set_limits(new.total_quota, new.user_quota);
                     for (sender, waker, _) in &workers {
                         let _ = sender.send(Control::Reconfigure(Box::new(reloaded.clone())));
                         let _ = waker.wake();

@@ -440,8 +440,46 @@ fn sigterm_drains_then_exits() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// One Allocate with long-term credentials from a fresh socket, answering the challenge;
+/// `None` when it succeeds, else the error code.
+fn try_allocate(server: SocketAddr, username: &str, password: &str) -> Option<ErrorCode> {
+    let socket = socket();
+    let mut buf = [0u8; 512];
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        tid(1),
+    )
+    .expect("fits");
+    w.add(&RequestedTransport::UDP).expect("fits");
+    let len = w.finish();
+    let challenge = exchange(&socket, server, &buf[..len]);
+    let challenge = Message::parse(&challenge).expect("STUN");
+    let realm = challenge.get::<Realm>().expect("valid").expect("REALM").0;
+    let nonce = challenge.get::<Nonce>().expect("valid").expect("NONCE").0;
+    let key = IntegrityKey::long_term(KeyAlgorithm::Md5, username, realm, password);
+    let mut w = MessageWriter::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        tid(2),
+    )
+    .expect("fits");
+    w.add(&RequestedTransport::UDP).expect("fits");
+    w.add(&Username(username)).expect("fits");
+    w.add(&Realm(realm)).expect("fits");
+    w.add(&Nonce(nonce)).expect("fits");
+    w.add_message_integrity(&key).expect("fits");
+    let len = w.finish();
+    let reply = exchange(&socket, server, &buf[..len]);
+    let reply = Message::parse(&reply).expect("STUN");
+    reply
+        .get::<ErrorCodeAttribute>()
+        .expect("valid")
+        .map(|e| e.code)
+}
+
 #[test]
-fn sighup_reloads_users_and_keeps_allocations() {
+fn sighup_reloads_users_and_limits_and_keeps_allocations() {
     let dir = std::env::temp_dir().join(format!("icebreaker-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("icebreaker.toml");
@@ -449,7 +487,15 @@ fn sighup_reloads_users_and_keeps_allocations() {
     let server = start(&["--config", file.to_str().expect("utf-8 path")]);
 
     let (mut alice, _) = TurnClient::connect(server.addr, "alice", "secret");
-    std::fs::write(&file, "users = [\"alice:secret\", \"bob:hunter2\"]\n").expect("rewrite");
+    assert_eq!(
+        try_allocate(server.addr, "bob", "hunter2"),
+        Some(ErrorCode::UNAUTHENTICATED)
+    );
+    std::fs::write(
+        &file,
+        "users = [\"alice:secret\", \"bob:hunter2\"]\nuser-quota = 1\n",
+    )
+    .expect("rewrite");
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -461,59 +507,19 @@ fn sighup_reloads_users_and_keeps_allocations() {
 
     // The reload is asynchronous: bob gets in once the workers have the new users.
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let socket = socket();
-        let mut buf = [0u8; 64];
-        let mut w = MessageWriter::new(
-            &mut buf,
-            MessageType::new(Method::ALLOCATE, Class::Request),
-            tid(1),
-        )
-        .expect("fits");
-        w.add(&RequestedTransport::UDP).expect("fits");
-        let len = w.finish();
-        let challenge = exchange(&socket, server.addr, &buf[..len]);
-        let nonce = Message::parse(&challenge)
-            .expect("STUN")
-            .get::<Nonce>()
-            .expect("valid")
-            .expect("NONCE")
-            .0
-            .to_string();
-        let mut bob = TurnClient {
-            socket,
-            server: server.addr,
-            username: "bob".into(),
-            password: "hunter2".into(),
-            realm: "icebreaker".into(),
-            nonce,
-            next: 1,
-        };
-        bob.next += 1;
-        let mut buf = [0u8; 512];
-        let mut w = MessageWriter::new(
-            &mut buf,
-            MessageType::new(Method::ALLOCATE, Class::Request),
-            tid(bob.next),
-        )
-        .expect("fits");
-        w.add(&RequestedTransport::UDP).expect("fits");
-        w.add(&Username("bob")).expect("fits");
-        w.add(&Realm("icebreaker")).expect("fits");
-        w.add(&Nonce(&bob.nonce)).expect("fits");
-        w.add_message_integrity(&bob.key()).expect("fits");
-        let len = w.finish();
-        let reply = exchange(&bob.socket, server.addr, &buf[..len]);
-        if Message::parse(&reply).expect("STUN").class() == Class::Success {
-            break;
-        }
+    while try_allocate(server.addr, "bob", "hunter2").is_some() {
         assert!(
             Instant::now() < deadline,
             "bob was never accepted after SIGHUP"
         );
         thread::sleep(Duration::from_millis(100));
     }
-    // Alice's allocation made before the reload is still there and refreshable.
+    // The new quota holds: alice already has one allocation.
+    assert_eq!(
+        try_allocate(server.addr, "alice", "secret"),
+        Some(ErrorCode::ALLOCATION_QUOTA_REACHED)
+    );
+    // Her allocation made before the reload is still there and refreshable.
     alice.request(Method::REFRESH, |w| w.add(&Lifetime(600)).expect("fits"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,8 +14,6 @@ use std::time::Instant;
 /// the token.
 #[derive(Debug)]
 pub struct Quotas {
-    max_total: u32,
-    max_per_user: u32,
     counts: Mutex<Counts>,
     reservations: Mutex<Vec<Reservation>>,
 }
@@ -30,6 +28,8 @@ struct Reservation {
 
 #[derive(Debug, Default)]
 struct Counts {
+    max_total: u32,
+    max_per_user: u32,
     total: u32,
     per_user: HashMap<Box<str>, u32>,
 }
@@ -47,11 +47,21 @@ impl Quotas {
     /// Quotas of `max_total` allocations and `max_per_user` per user.
     pub fn new(max_total: u32, max_per_user: u32) -> Quotas {
         Quotas {
-            max_total,
-            max_per_user,
-            counts: Mutex::new(Counts::default()),
+            counts: Mutex::new(Counts {
+                max_total,
+                max_per_user,
+                ..Counts::default()
+            }),
             reservations: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Changes the limits (SIGHUP). Allocations already held beyond a lowered limit are kept;
+    /// new ones are refused until the count falls below it.
+    pub fn set_limits(&self, max_total: u32, max_per_user: u32) {
+        let mut counts = self.lock();
+        counts.max_total = max_total;
+        counts.max_per_user = max_per_user;
     }
 
     /// Allocations held now, in total.
@@ -99,11 +109,11 @@ impl Quotas {
 
     pub(crate) fn acquire(&self, user: &str) -> Result<(), QuotaExceeded> {
         let mut counts = self.lock();
-        if counts.total >= self.max_total {
+        if counts.total >= counts.max_total {
             return Err(QuotaExceeded::Total);
         }
         let held = counts.per_user.get(user).copied().unwrap_or(0);
-        if held >= self.max_per_user {
+        if held >= counts.max_per_user {
             return Err(QuotaExceeded::User);
         }
         counts.total += 1;
@@ -138,5 +148,9 @@ mod tests {
         q.release("a");
         assert_eq!(q.acquire("c"), Ok(()));
         assert_eq!(q.total(), 3);
+        q.set_limits(4, 1);
+        assert_eq!(q.acquire("a"), Err(QuotaExceeded::User), "alice already holds 1");
+        assert_eq!(q.acquire("d"), Ok(()));
+        assert_eq!(q.acquire("e"), Err(QuotaExceeded::Total));
     }
 }
