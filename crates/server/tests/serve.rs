@@ -142,7 +142,8 @@ impl TurnClient {
         )
     }
 
-    fn request(&mut self, method: Method, add: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+    /// Sends a signed request and returns the answer's bytes, whatever it says.
+    fn send_signed(&mut self, method: Method, add: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
         self.next += 1;
         let mut buf = [0u8; 1024];
         let mut w = MessageWriter::new(
@@ -158,7 +159,12 @@ impl TurnClient {
         w.add_message_integrity(&self.key()).expect("fits");
         w.add_fingerprint().expect("fits");
         let len = w.finish();
-        let reply = exchange(&self.socket, self.server, &buf[..len]);
+        exchange(&self.socket, self.server, &buf[..len])
+    }
+
+    /// Sends a signed request and asserts a signed success.
+    fn request(&mut self, method: Method, add: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+        let reply = self.send_signed(method, add);
         let message = Message::parse(&reply).expect("a STUN answer");
         assert_eq!(message.class(), Class::Success, "{message:?}");
         message
@@ -167,26 +173,26 @@ impl TurnClient {
         reply
     }
 
-    fn connect(server: SocketAddr, username: &str, password: &str) -> (TurnClient, SocketAddr) {
+    /// Allocates as `username`, answering the 401 challenge: the client and its relayed
+    /// address, or the error code of the signed Allocate.
+    fn try_connect(
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<(TurnClient, SocketAddr), ErrorCode> {
         let socket = socket();
         let mut buf = [0u8; 256];
-        let mut w = MessageWriter::new(
-            &mut buf,
-            MessageType::new(Method::ALLOCATE, Class::Request),
-            tid(1),
-        )
-        .expect("fits");
+        let request = MessageType::new(Method::ALLOCATE, Class::Request);
+        let mut w = MessageWriter::new(&mut buf, request, tid(1)).expect("fits");
         w.add(&RequestedTransport::UDP).expect("fits");
         let len = w.finish();
         let challenge = exchange(&socket, server, &buf[..len]);
         let challenge = Message::parse(&challenge).expect("STUN");
-        assert_eq!(
-            challenge
-                .get::<ErrorCodeAttribute>()
-                .expect("valid")
-                .map(|e| e.code),
-            Some(ErrorCode::UNAUTHENTICATED)
-        );
+        let code = challenge
+            .get::<ErrorCodeAttribute>()
+            .expect("valid")
+            .map(|e| e.code);
+        assert_eq!(code, Some(ErrorCode::UNAUTHENTICATED));
         let mut client = TurnClient {
             socket,
             server,
@@ -206,16 +212,27 @@ impl TurnClient {
                 .into(),
             next: 1,
         };
-        let reply = client.request(Method::ALLOCATE, |w| {
+        let reply = client.send_signed(Method::ALLOCATE, |w| {
             w.add(&RequestedTransport::UDP).expect("fits")
         });
-        let relayed = Message::parse(&reply)
-            .expect("STUN")
+        let message = Message::parse(&reply).expect("STUN");
+        if let Some(error) = message.get::<ErrorCodeAttribute>().expect("valid") {
+            return Err(error.code);
+        }
+        message
+            .verify_message_integrity(&client.key())
+            .expect("signed");
+        let relayed = message
             .get::<XorRelayedAddress>()
             .expect("valid")
             .expect("XOR-RELAYED-ADDRESS")
             .0;
-        (client, relayed)
+        Ok((client, relayed))
+    }
+
+    fn connect(server: SocketAddr, username: &str, password: &str) -> (TurnClient, SocketAddr) {
+        TurnClient::try_connect(server, username, password)
+            .unwrap_or_else(|code| panic!("Allocate as {username} failed with {code}"))
     }
 }
 
@@ -440,42 +457,9 @@ fn sigterm_drains_then_exits() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// One Allocate with long-term credentials from a fresh socket, answering the challenge;
-/// `None` when it succeeds, else the error code.
+/// One Allocate as `username` from a fresh socket: `None` when it succeeds, else the code.
 fn try_allocate(server: SocketAddr, username: &str, password: &str) -> Option<ErrorCode> {
-    let socket = socket();
-    let mut buf = [0u8; 512];
-    let mut w = MessageWriter::new(
-        &mut buf,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        tid(1),
-    )
-    .expect("fits");
-    w.add(&RequestedTransport::UDP).expect("fits");
-    let len = w.finish();
-    let challenge = exchange(&socket, server, &buf[..len]);
-    let challenge = Message::parse(&challenge).expect("STUN");
-    let realm = challenge.get::<Realm>().expect("valid").expect("REALM").0;
-    let nonce = challenge.get::<Nonce>().expect("valid").expect("NONCE").0;
-    let key = IntegrityKey::long_term(KeyAlgorithm::Md5, username, realm, password);
-    let mut w = MessageWriter::new(
-        &mut buf,
-        MessageType::new(Method::ALLOCATE, Class::Request),
-        tid(2),
-    )
-    .expect("fits");
-    w.add(&RequestedTransport::UDP).expect("fits");
-    w.add(&Username(username)).expect("fits");
-    w.add(&Realm(realm)).expect("fits");
-    w.add(&Nonce(nonce)).expect("fits");
-    w.add_message_integrity(&key).expect("fits");
-    let len = w.finish();
-    let reply = exchange(&socket, server, &buf[..len]);
-    let reply = Message::parse(&reply).expect("STUN");
-    reply
-        .get::<ErrorCodeAttribute>()
-        .expect("valid")
-        .map(|e| e.code)
+    TurnClient::try_connect(server, username, password).err()
 }
 
 #[test]
