@@ -5,6 +5,8 @@
 // Test support: a broken setup must stop the test loudly.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod alloc_counter;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
