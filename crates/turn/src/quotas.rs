@@ -149,7 +149,11 @@ mod tests {
         assert_eq!(q.acquire("c"), Ok(()));
         assert_eq!(q.total(), 3);
         q.set_limits(4, 1);
-        assert_eq!(q.acquire("a"), Err(QuotaExceeded::User), "alice already holds 1");
+        assert_eq!(
+            q.acquire("a"),
+            Err(QuotaExceeded::User),
+            "alice already holds 1"
+        );
         assert_eq!(q.acquire("d"), Ok(()));
         assert_eq!(q.acquire("e"), Err(QuotaExceeded::Total));
     }
