@@ -51,6 +51,8 @@ pub fn relay_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    // DF only when a client asks for it (RFC 8656 §14), not Linux's default of nearly always.
+    crate::sockopt::set_dont_fragment(&socket, addr.is_ipv6(), false)?;
     Ok(socket.into())
 }
 

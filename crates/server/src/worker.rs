@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::batch::{HEADROOM, RecvBatch};
 use crate::metrics::{Direction, WorkerMetrics};
-use crate::net;
+use crate::{net, sockopt};
 
 /// Messages from the main thread.
 pub(crate) enum Control {
@@ -41,7 +41,14 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// The relay table's map: keyed by this server's own relay addresses, which no client chooses,
 /// so a fast hasher is safe.
-type RelayMap = HashMap<SocketAddr, (Token, UdpSocket), foldhash::fast::FixedState>;
+type RelayMap = HashMap<SocketAddr, RelaySocket, foldhash::fast::FixedState>;
+
+struct RelaySocket {
+    token: Token,
+    socket: UdpSocket,
+    /// Whether DF is set on this socket now: switched only when a datagram asks otherwise.
+    dont_fragment: bool,
+}
 
 struct Listener {
     socket: UdpSocket,
@@ -79,14 +86,19 @@ impl RelaySockets for RelayTable {
             return false;
         }
         self.by_token[slot] = Some(addr);
-        self.sockets.insert(addr, (token, socket));
+        let relay = RelaySocket {
+            token,
+            socket,
+            dont_fragment: false,
+        };
+        self.sockets.insert(addr, relay);
         true
     }
 
     fn release(&mut self, addr: SocketAddr) {
-        if let Some((token, mut socket)) = self.sockets.remove(&addr) {
-            let _ = self.registry.deregister(&mut socket);
-            let slot = token.0 - RELAY_BASE;
+        if let Some(mut relay) = self.sockets.remove(&addr) {
+            let _ = self.registry.deregister(&mut relay.socket);
+            let slot = relay.token.0 - RELAY_BASE;
             self.by_token[slot] = None;
             self.free_tokens.push(slot);
         }
@@ -274,11 +286,24 @@ impl Worker {
             ClientAction::Drop => {}
             ClientAction::Reply(n) => send(&listeners[index].socket, &out[..n], from),
             ClientAction::Relay {
-                relay, peer, range, ..
+                relay,
+                peer,
+                range,
+                dont_fragment,
             } => {
-                if let Some((_, socket)) = relays.sockets.get(&relay) {
+                if let Some(socket) = relays.sockets.get_mut(&relay) {
+                    if socket.dont_fragment != dont_fragment {
+                        match sockopt::set_dont_fragment(
+                            &socket.socket,
+                            relay.is_ipv6(),
+                            dont_fragment,
+                        ) {
+                            Ok(()) => socket.dont_fragment = dont_fragment,
+                            Err(error) => debug!(%relay, %error, "cannot switch DF"),
+                        }
+                    }
                     metrics.relayed(Direction::ClientToPeer, range.len());
-                    send(socket, &packet[range], peer);
+                    send(&socket.socket, &packet[range], peer);
                 }
             }
         }
@@ -286,10 +311,10 @@ impl Worker {
 
     fn drain_relay(&mut self, batch: &mut RecvBatch, relay: SocketAddr, now: Instant) {
         loop {
-            let Some((_, socket)) = self.relays.sockets.get(&relay) else {
+            let Some(socket) = self.relays.sockets.get(&relay) else {
                 return;
             };
-            let received = match batch.recv(socket.as_raw_fd()) {
+            let received = match batch.recv(socket.socket.as_raw_fd()) {
                 Ok(n) => n,
                 Err(error) => {
                     debug!(%relay, %error, "relay receive error");

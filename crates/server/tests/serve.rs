@@ -525,3 +525,64 @@ fn a_second_server_on_the_same_address_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("already in use"), "{stderr}");
 }
+
+/// The DF bits of the datagrams the relay sends from `relay` to `peer` while `send` runs, as a
+/// raw socket sees them on loopback; `None` where raw sockets need a privilege this test lacks.
+fn relayed_df_bits(relay: SocketAddr, peer: SocketAddr, send: impl FnOnce()) -> Option<Vec<bool>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let raw: UdpSocket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))
+        .ok()?
+        .into();
+    raw.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    send();
+    let mut bits = Vec::new();
+    let mut packet = [0u8; 2048];
+    // A raw socket returns each IPv4 packet whole: header, then the UDP header.
+    while let Ok(n) = raw.recv(&mut packet) {
+        let header = usize::from(packet[0] & 0x0F) * 4;
+        if n < header + 4 {
+            continue;
+        }
+        let src_port = u16::from_be_bytes([packet[header], packet[header + 1]]);
+        let dst_port = u16::from_be_bytes([packet[header + 2], packet[header + 3]]);
+        if src_port == relay.port() && dst_port == peer.port() {
+            bits.push(packet[6] & 0x40 != 0);
+        }
+    }
+    Some(bits)
+}
+
+/// RFC 8656 §14: DF only when the client asks with DONT-FRAGMENT; Linux alone would set it on
+/// nearly every datagram.
+#[test]
+fn dont_fragment_is_set_only_when_asked() {
+    let server = start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
+    let peer = echo_peer();
+    let (mut alice, relayed) = TurnClient::connect(server.addr, "alice", "secret");
+    alice.request(Method::CREATE_PERMISSION, |w| {
+        w.add(&XorPeerAddress(peer)).expect("fits")
+    });
+    let send = |dont_fragment: bool| {
+        let mut buf = [0u8; 256];
+        let indication = MessageType::new(Method::SEND, Class::Indication);
+        let mut w = MessageWriter::new(&mut buf, indication, tid(70)).expect("fits");
+        w.add(&XorPeerAddress(peer)).expect("fits");
+        if dont_fragment {
+            w.add(&icebreaker_wire::attr::DontFragment).expect("fits");
+        }
+        w.add(&Data(b"df?")).expect("fits");
+        let len = w.finish();
+        exchange(&alice.socket, server.addr, &buf[..len]);
+    };
+    let Some(plain) = relayed_df_bits(relayed, peer, || send(false)) else {
+        eprintln!("skipped: raw sockets need CAP_NET_RAW");
+        return;
+    };
+    let asked = relayed_df_bits(relayed, peer, || send(true)).expect("raw socket");
+    let plain_again = relayed_df_bits(relayed, peer, || send(false)).expect("raw socket");
+    assert_eq!(
+        (plain, asked, plain_again),
+        (vec![false], vec![true], vec![false])
+    );
+}
