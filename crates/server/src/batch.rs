@@ -1,11 +1,15 @@
-//! Receiving many datagrams with one system call (`recvmmsg`), where the kernel offers it.
+//! Many datagrams per system call where the kernel offers it: `recvmmsg` to receive, and
+//! `sendmmsg` to send what one received batch produced.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
+use tracing::debug;
 
 /// Datagrams received per system call at most.
 pub(crate) const BATCH: usize = 32;
@@ -72,6 +76,108 @@ impl RecvBatch {
     }
 }
 
+/// Datagrams waiting to be sent, copied in as they are produced and sent with one `sendmmsg`
+/// per socket and [`BATCH`] datagrams when flushed. Order is kept per socket.
+pub(crate) struct SendQueue {
+    data: Vec<u8>,
+    entries: Vec<Entry>,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    fd: RawFd,
+    to: SocketAddr,
+    start: usize,
+    len: usize,
+}
+
+impl SendQueue {
+    pub(crate) fn new() -> SendQueue {
+        SendQueue {
+            data: Vec::with_capacity(BATCH * 2048),
+            entries: Vec::with_capacity(BATCH),
+            headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    /// Queues `bytes` to be sent on `fd` to `to`.
+    pub(crate) fn push(&mut self, fd: RawFd, to: SocketAddr, bytes: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.entries.push(Entry {
+            fd,
+            to,
+            start,
+            len: bytes.len(),
+        });
+    }
+
+    /// Datagrams queued and not yet sent.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Sends everything queued. A datagram the kernel refuses (a full socket buffer, an
+    /// unreachable destination) is dropped, as UDP may.
+    pub(crate) fn flush(&mut self) {
+        // A stable sort groups each socket's datagrams and keeps their order.
+        self.entries.sort_by_key(|e| e.fd);
+        let mut rest = &self.entries[..];
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .take(BATCH)
+                .take_while(|e| e.fd == first.fd)
+                .count();
+            let (group, tail) = rest.split_at(run);
+            send_group(&mut self.headers, &self.data, group);
+            rest = tail;
+        }
+        self.entries.clear();
+        self.data.clear();
+    }
+}
+
+/// One `sendmmsg` of at most [`BATCH`] datagrams, all on one socket; retried from where the
+/// kernel stopped until it refuses outright.
+fn send_group(headers: &mut MultiHeaders<SockaddrStorage>, data: &[u8], group: &[Entry]) {
+    let Some(fd) = group.first().map(|e| e.fd) else {
+        return;
+    };
+    let mut sent = 0;
+    while sent < group.len() {
+        let pending = &group[sent..];
+        let iovs: Vec<[IoSlice<'_>; 1]> = pending
+            .iter()
+            .map(|e| [IoSlice::new(&data[e.start..e.start + e.len])])
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> = pending
+            .iter()
+            .map(|e| Some(SockaddrStorage::from(e.to)))
+            .collect();
+        let cmsgs: [ControlMessage<'_>; 0] = [];
+        match sendmmsg(fd, headers, &iovs, &addrs, cmsgs, MsgFlags::MSG_DONTWAIT) {
+            Ok(results) => {
+                let n = results.count();
+                if n == 0 {
+                    return;
+                }
+                sent += n;
+            }
+            Err(errno) => {
+                // The first datagram could not go: drop it and carry on with the others.
+                debug!(to = %pending[0].to, %errno, "send failed");
+                if errno == Errno::EAGAIN {
+                    return;
+                }
+                sent += 1;
+            }
+        }
+    }
+}
+
 fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = address.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
@@ -111,6 +217,42 @@ mod tests {
             batch.recv(server.as_raw_fd()).expect("recvmmsg"),
             0,
             "drained"
+        );
+    }
+
+    #[test]
+    fn a_queue_sends_in_order_per_socket_with_one_flush() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let to = sink.local_addr().expect("bound");
+        let mut queue = SendQueue::new();
+        for i in 0..40u8 {
+            let from = if i % 3 == 0 { &b } else { &a };
+            queue.push(from.as_raw_fd(), to, &[i; 5]);
+        }
+        assert_eq!(queue.len(), 40);
+        queue.flush();
+        assert_eq!(queue.len(), 0);
+        let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; 16];
+        for _ in 0..40 {
+            let (n, from) = sink.recv_from(&mut buf).expect("all 40 arrive");
+            assert_eq!(n, 5);
+            if from == b.local_addr().expect("bound") {
+                from_b.push(buf[0]);
+            } else {
+                from_a.push(buf[0]);
+            }
+        }
+        let expected_b: Vec<u8> = (0..40).filter(|i| i % 3 == 0).collect();
+        let expected_a: Vec<u8> = (0..40).filter(|i| i % 3 != 0).collect();
+        assert_eq!(
+            (from_a, from_b),
+            (expected_a, expected_b),
+            "order kept per socket"
         );
     }
 }

@@ -18,7 +18,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{debug, info, warn};
 
-use crate::batch::{HEADROOM, RecvBatch};
+use crate::batch::{BATCH, HEADROOM, RecvBatch, SendQueue};
 use crate::metrics::{Direction, WorkerMetrics};
 use crate::{net, sockopt};
 
@@ -105,6 +105,13 @@ impl RelaySockets for RelayTable {
     }
 }
 
+/// The batched I/O buffers of one worker thread: what one `recvmmsg` brought, and what its
+/// datagrams produced, sent together before the next.
+struct Io {
+    recv: RecvBatch,
+    send: SendQueue,
+}
+
 /// Everything one worker thread owns.
 pub(crate) struct Worker {
     poll: Poll,
@@ -166,8 +173,11 @@ impl Worker {
     /// Runs until told to stop.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
-        // Made here, on the worker's own thread: its system-call headers hold raw pointers.
-        let mut batch = RecvBatch::new();
+        // Made here, on the worker's own thread: their system-call headers hold raw pointers.
+        let mut io = Io {
+            recv: RecvBatch::new(),
+            send: SendQueue::new(),
+        };
         loop {
             let now = Instant::now();
             let wait = self.core.poll_timeout().map_or(MAX_WAIT, |at| {
@@ -191,10 +201,10 @@ impl Worker {
                     Token(t) if t >= RELAY_BASE => {
                         let relay = self.relays.by_token.get(t - RELAY_BASE).copied().flatten();
                         if let Some(relay) = relay {
-                            self.drain_relay(&mut batch, relay, now);
+                            self.drain_relay(&mut io, relay, now);
                         }
                     }
-                    Token(t) => self.drain_listener(&mut batch, t - LISTENER_BASE, now),
+                    Token(t) => self.drain_listener(&mut io, t - LISTENER_BASE, now),
                 }
             }
             let now = Instant::now();
@@ -222,12 +232,12 @@ impl Worker {
         }
     }
 
-    fn drain_listener(&mut self, batch: &mut RecvBatch, index: usize, now: Instant) {
+    fn drain_listener(&mut self, io: &mut Io, index: usize, now: Instant) {
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            let received = match batch.recv(listener.socket.as_raw_fd()) {
+            let received = match io.recv.recv(listener.socket.as_raw_fd()) {
                 Ok(n) => n,
                 // An ICMP error from an earlier send surfaces here; the socket is fine.
                 Err(error) => {
@@ -236,21 +246,16 @@ impl Worker {
                 }
             };
             for i in 0..received {
-                self.client_packet(batch, index, i, now);
+                self.client_packet(io, index, i, now);
             }
-            if received < crate::batch::BATCH {
+            io.send.flush();
+            if received < BATCH {
                 return;
             }
         }
     }
 
-    fn client_packet(
-        &mut self,
-        batch: &mut RecvBatch,
-        index: usize,
-        datagram: usize,
-        now: Instant,
-    ) {
+    fn client_packet(&mut self, io: &mut Io, index: usize, datagram: usize, now: Instant) {
         let Worker {
             listeners,
             relays,
@@ -260,7 +265,8 @@ impl Worker {
             out,
             ..
         } = self;
-        let Some((from, slot, len)) = batch.get_mut(datagram) else {
+        let Io { recv, send } = io;
+        let Some((from, slot, len)) = recv.get_mut(datagram) else {
             return;
         };
         let local = listeners[index].local;
@@ -272,7 +278,7 @@ impl Worker {
             if let Some(reply) = binding.handle(&request, local, from, out) {
                 metrics.binding(ClientTransport::Udp, from.is_ipv6());
                 if let Some(socket) = listeners.iter().find(|l| l.local == reply.from) {
-                    send(&socket.socket, &out[..reply.len], reply.to);
+                    send.push(socket.socket.as_raw_fd(), reply.to, &out[..reply.len]);
                 }
             }
             return;
@@ -284,7 +290,9 @@ impl Worker {
         };
         match core.handle_client(now, five_tuple, packet, out, relays) {
             ClientAction::Drop => {}
-            ClientAction::Reply(n) => send(&listeners[index].socket, &out[..n], from),
+            ClientAction::Reply(n) => {
+                send.push(listeners[index].socket.as_raw_fd(), from, &out[..n]);
+            }
             ClientAction::Relay {
                 relay,
                 peer,
@@ -293,6 +301,9 @@ impl Worker {
             } => {
                 if let Some(socket) = relays.sockets.get_mut(&relay) {
                     if socket.dont_fragment != dont_fragment {
+                        // DF belongs to the socket: what is queued must leave with the old
+                        // setting before it changes.
+                        send.flush();
                         match sockopt::set_dont_fragment(
                             &socket.socket,
                             relay.is_ipv6(),
@@ -303,18 +314,18 @@ impl Worker {
                         }
                     }
                     metrics.relayed(Direction::ClientToPeer, range.len());
-                    send(&socket.socket, &packet[range], peer);
+                    send.push(socket.socket.as_raw_fd(), peer, &packet[range]);
                 }
             }
         }
     }
 
-    fn drain_relay(&mut self, batch: &mut RecvBatch, relay: SocketAddr, now: Instant) {
+    fn drain_relay(&mut self, io: &mut Io, relay: SocketAddr, now: Instant) {
         loop {
             let Some(socket) = self.relays.sockets.get(&relay) else {
                 return;
             };
-            let received = match batch.recv(socket.socket.as_raw_fd()) {
+            let received = match io.recv.recv(socket.socket.as_raw_fd()) {
                 Ok(n) => n,
                 Err(error) => {
                     debug!(%relay, %error, "relay receive error");
@@ -322,21 +333,16 @@ impl Worker {
                 }
             };
             for i in 0..received {
-                self.peer_packet(batch, relay, i, now);
+                self.peer_packet(io, relay, i, now);
             }
-            if received < crate::batch::BATCH {
+            io.send.flush();
+            if received < BATCH {
                 return;
             }
         }
     }
 
-    fn peer_packet(
-        &mut self,
-        batch: &mut RecvBatch,
-        relay: SocketAddr,
-        datagram: usize,
-        now: Instant,
-    ) {
+    fn peer_packet(&mut self, io: &mut Io, relay: SocketAddr, datagram: usize, now: Instant) {
         let Worker {
             listeners,
             core,
@@ -344,7 +350,8 @@ impl Worker {
             out,
             ..
         } = self;
-        let Some((peer, slot, len)) = batch.get_mut(datagram) else {
+        let Io { recv, send } = io;
+        let Some((peer, slot, len)) = recv.get_mut(datagram) else {
             return;
         };
         let action = core.handle_peer(now, relay, peer, slot, HEADROOM..HEADROOM + len, out);
@@ -355,7 +362,7 @@ impl Worker {
         };
         if let Some(listener) = listeners.iter().find(|l| l.local == client.server) {
             metrics.relayed(Direction::PeerToClient, len);
-            send(&listener.socket, bytes, client.client);
+            send.push(listener.socket.as_raw_fd(), client.client, bytes);
         }
     }
 
@@ -376,13 +383,6 @@ fn is_binding_request(packet: &[u8]) -> bool {
     };
     MessageType::from_u16(u16::from_be_bytes([a, b]))
         .is_some_and(|t| t.method == Method::BINDING && t.class == Class::Request)
-}
-
-/// Sends one datagram. UDP may drop anyway: a full socket buffer drops here too.
-fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    if let Err(error) = socket.send_to(bytes, to) {
-        debug!(%to, %error, "send failed");
-    }
 }
 
 fn log_event(event: &Event) {

@@ -586,3 +586,38 @@ fn dont_fragment_is_set_only_when_asked() {
         (vec![false], vec![true], vec![false])
     );
 }
+
+/// Datagrams with and without DONT-FRAGMENT sent back to back, so that they may share one
+/// received batch, each leave with their own DF bit.
+#[test]
+fn dont_fragment_follows_each_datagram_within_a_batch() {
+    let server = start(&["--user", "alice:secret", "--allow-peer", "127.0.0.1/32"]);
+    let peer = echo_peer();
+    let (mut alice, relayed) = TurnClient::connect(server.addr, "alice", "secret");
+    alice.request(Method::CREATE_PERMISSION, |w| {
+        w.add(&XorPeerAddress(peer)).expect("fits")
+    });
+    let pattern = [false, true, true, false, true, false, false, true];
+    let burst = || {
+        for (i, dont_fragment) in pattern.iter().enumerate() {
+            let mut buf = [0u8; 256];
+            let indication = MessageType::new(Method::SEND, Class::Indication);
+            let mut w = MessageWriter::new(&mut buf, indication, tid(80 + i as u8)).expect("fits");
+            w.add(&XorPeerAddress(peer)).expect("fits");
+            if *dont_fragment {
+                w.add(&icebreaker_wire::attr::DontFragment).expect("fits");
+            }
+            w.add(&Data(&[i as u8; 8])).expect("fits");
+            let len = w.finish();
+            alice
+                .socket
+                .send_to(&buf[..len], server.addr)
+                .expect("send");
+        }
+    };
+    let Some(bits) = relayed_df_bits(relayed, peer, burst) else {
+        eprintln!("skipped: raw sockets need CAP_NET_RAW");
+        return;
+    };
+    assert_eq!(bits, pattern);
+}
