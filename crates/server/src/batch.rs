@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendto,
 };
 use tracing::debug;
 
@@ -140,31 +140,46 @@ impl SendQueue {
     }
 }
 
-/// One `sendmmsg` of at most [`BATCH`] datagrams, all on one socket; retried from where the
-/// kernel stopped until it refuses outright.
+/// Sends a group of at most [`BATCH`] datagrams, all on one socket: one `sendto` for a lone
+/// datagram (cheaper than a one-entry `sendmmsg`), else `sendmmsg`, resumed where the kernel
+/// stopped until it refuses outright.
 fn send_group(headers: &mut MultiHeaders<SockaddrStorage>, data: &[u8], group: &[Entry]) {
-    let Some(fd) = group.first().map(|e| e.fd) else {
+    let bytes = |e: &Entry| &data[e.start..e.start + e.len];
+    if let [only] = group {
+        if let Err(errno) = sendto(
+            only.fd,
+            bytes(only),
+            &SockaddrStorage::from(only.to),
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            debug!(to = %only.to, %errno, "send failed");
+        }
         return;
-    };
+    }
     let mut sent = 0;
     while sent < group.len() {
-        let pending = &group[sent..];
-        let iovs: Vec<[IoSlice<'_>; 1]> = pending
-            .iter()
-            .map(|e| [IoSlice::new(&data[e.start..e.start + e.len])])
-            .collect();
-        let addrs: Vec<Option<SockaddrStorage>> = pending
-            .iter()
-            .map(|e| Some(SockaddrStorage::from(e.to)))
-            .collect();
+        let pending = &group[sent..group.len().min(sent + BATCH)];
+        let fd = pending[0].fd;
+        let iovs: [[IoSlice<'_>; 1]; BATCH] =
+            std::array::from_fn(|i| [IoSlice::new(pending.get(i).map_or(&[][..], bytes))]);
+        let addrs: [Option<SockaddrStorage>; BATCH] =
+            std::array::from_fn(|i| pending.get(i).map(|e| SockaddrStorage::from(e.to)));
         let cmsgs: [ControlMessage<'_>; 0] = [];
-        match sendmmsg(fd, headers, &iovs, &addrs, cmsgs, MsgFlags::MSG_DONTWAIT) {
+        let n = pending.len();
+        match sendmmsg(
+            fd,
+            headers,
+            &iovs[..n],
+            &addrs[..n],
+            cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+        ) {
             Ok(results) => {
-                let n = results.count();
-                if n == 0 {
+                let done = results.count();
+                if done == 0 {
                     return;
                 }
-                sent += n;
+                sent += done;
             }
             Err(errno) => {
                 // The first datagram could not go: drop it and carry on with the others.
