@@ -13,8 +13,9 @@ use tracing::debug;
 
 /// Datagrams received per system call at most.
 pub(crate) const BATCH: usize = 32;
-/// Free bytes before each datagram, where a ChannelData header can be written in place.
-pub(crate) const HEADROOM: usize = 4;
+/// Free bytes before each datagram: the room the TURN core needs to write a ChannelData header
+/// in place.
+pub(crate) use icebreaker_turn::PEER_HEADROOM as HEADROOM;
 /// Room for the largest UDP payload, the headroom before it and stream padding after it.
 const SLOT: usize = HEADROOM + 65_536 + 4;
 
