@@ -4,12 +4,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use icebreaker_tests::Server;
 
 use icebreaker_wire::attr::{
     Data, ErrorCodeAttribute, Lifetime, Nonce, Realm, RequestedTransport, Username,
@@ -20,88 +20,6 @@ use icebreaker_wire::{
     ChannelData, ChannelNumber, Class, ErrorCode, IntegrityKey, Message, MessageType,
     MessageWriter, Method, TransactionId, Transport, write_channel_data,
 };
-
-/// A running server, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    banner: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn start(extra: &[&str]) -> Server {
-    let port = free_port();
-    let metrics_port = free_tcp_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("literal");
-    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}")
-        .parse()
-        .expect("literal");
-    let relay_base = 40_000 + (port % 2_000) * 10;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--metrics",
-            &metrics.to_string(),
-            "--relay-ports",
-            &format!("{relay_base}-{}", relay_base + 9),
-            "--threads",
-            "2",
-            "--drain-timeout",
-            "2",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (lines_tx, lines_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut banner = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !banner.iter().any(|l: &String| l.starts_with("iceServers")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines_rx.recv_timeout(left) {
-            Ok(line) => banner.push(line),
-            Err(_) => panic!("no banner from the server; got {banner:?}"),
-        }
-    }
-    Server {
-        child,
-        addr,
-        metrics,
-        banner,
-    }
-}
 
 fn socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -236,42 +154,9 @@ impl TurnClient {
     }
 }
 
-/// A UDP echo peer on loopback; returns its address.
-fn echo_peer() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = socket.local_addr().expect("bound");
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    addr
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("read");
-    body
-}
-
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn stun_binding_reports_the_mapped_address() {
-    let server = start(&["--user", "alice:secret"]);
+    let server = Server::start(&["--user", "alice:secret"]);
     let client = socket();
     let mut buf = [0u8; 64];
     let mut w = MessageWriter::new(
@@ -296,8 +181,8 @@ fn stun_binding_reports_the_mapped_address() {
 
 #[test]
 fn turn_relays_to_a_peer_over_indications_and_a_channel() {
-    let server = start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
-    let peer = echo_peer();
+    let server = Server::start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
+    let peer = icebreaker_tests::echo_peer([127, 0, 0, 1]);
     let (mut alice, relayed) = TurnClient::connect(server.addr, "alice", "secret");
     assert_eq!(relayed.ip(), server.addr.ip());
 
@@ -341,25 +226,11 @@ fn turn_relays_to_a_peer_over_indications_and_a_channel() {
         assert_eq!((parsed.channel(), parsed.data()), (channel, &payload[..]));
     }
 
-    let metrics = scrape(server.metrics);
-    assert!(
-        metrics.contains("icebreaker_turn_allocations_created_total"),
-        "{metrics}"
-    );
-    assert!(
-        counter(
-            &metrics,
-            "icebreaker_turn_relayed_packets_total{direction=\"client_to_peer\"}"
-        ) >= 21.0,
-        "{metrics}"
-    );
-    assert!(
-        counter(
-            &metrics,
-            "icebreaker_turn_relayed_packets_total{direction=\"peer_to_client\"}"
-        ) >= 21.0,
-        "{metrics}"
-    );
+    assert!(server.metric("icebreaker_turn_allocations_created_total") >= 1.0);
+    for direction in ["client_to_peer", "peer_to_client"] {
+        let series = format!("icebreaker_turn_relayed_packets_total{{direction=\"{direction}\"}}");
+        assert!(server.metric(&series) >= 21.0, "{series}");
+    }
 
     let reply = alice.request(Method::REFRESH, |w| w.add(&Lifetime(0)).expect("fits"));
     assert_eq!(
@@ -370,8 +241,8 @@ fn turn_relays_to_a_peer_over_indications_and_a_channel() {
 
 #[test]
 fn loopback_peers_are_refused_by_default() {
-    let server = start(&["--user", "alice:secret"]);
-    let peer = echo_peer();
+    let server = Server::start(&["--user", "alice:secret"]);
+    let peer = icebreaker_tests::echo_peer([127, 0, 0, 1]);
     let (mut alice, _) = TurnClient::connect(server.addr, "alice", "secret");
     alice.next += 1;
     let mut buf = [0u8; 512];
@@ -396,19 +267,12 @@ fn loopback_peers_are_refused_by_default() {
             .map(|e| e.code),
         Some(ErrorCode::FORBIDDEN)
     );
-    let metrics = scrape(server.metrics);
-    assert!(
-        counter(
-            &metrics,
-            "icebreaker_turn_peer_denied_total{reason=\"loopback\"}"
-        ) >= 1.0,
-        "{metrics}"
-    );
+    assert!(server.metric("icebreaker_turn_peer_denied_total{reason=\"loopback\"}") >= 1.0);
 }
 
 #[test]
 fn no_arguments_means_a_generated_user_that_works() {
-    let server = start(&[]);
+    let server = Server::start(&[]);
     let line = server
         .banner
         .iter()
@@ -431,7 +295,7 @@ fn no_arguments_means_a_generated_user_that_works() {
 
 #[test]
 fn sigterm_drains_then_exits() {
-    let mut server = start(&["--user", "alice:secret"]);
+    let mut server = Server::start(&["--user", "alice:secret"]);
     let (_alice, _) = TurnClient::connect(server.addr, "alice", "secret");
     let pid = server.child.id();
     let status = Command::new("kill")
@@ -441,15 +305,7 @@ fn sigterm_drains_then_exits() {
     assert!(status.success());
     // While draining, the server is not ready and refuses new allocations.
     thread::sleep(Duration::from_millis(300));
-    let body = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(server.metrics).expect("still serving");
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("write");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("read");
-        body
-    };
+    let body = server.http_get("/readyz");
     assert!(body.starts_with("HTTP/1.1 503"), "{body}");
     let started = Instant::now();
     let status = server.child.wait().expect("exits");
@@ -468,7 +324,7 @@ fn sighup_reloads_users_and_limits_and_keeps_allocations() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("icebreaker.toml");
     std::fs::write(&file, "users = [\"alice:secret\"]\n").expect("write config");
-    let server = start(&["--config", file.to_str().expect("utf-8 path")]);
+    let server = Server::start(&["--config", file.to_str().expect("utf-8 path")]);
 
     let (mut alice, _) = TurnClient::connect(server.addr, "alice", "secret");
     assert_eq!(
@@ -510,7 +366,7 @@ fn sighup_reloads_users_and_limits_and_keeps_allocations() {
 
 #[test]
 fn a_second_server_on_the_same_address_refuses_to_start() {
-    let server = start(&["--user", "alice:secret"]);
+    let server = Server::start(&["--user", "alice:secret"]);
     let output = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
         .args([
             "serve",
@@ -557,8 +413,8 @@ fn relayed_df_bits(relay: SocketAddr, peer: SocketAddr, send: impl FnOnce()) -> 
 /// nearly every datagram.
 #[test]
 fn dont_fragment_is_set_only_when_asked() {
-    let server = start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
-    let peer = echo_peer();
+    let server = Server::start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
+    let peer = icebreaker_tests::echo_peer([127, 0, 0, 1]);
     let (mut alice, relayed) = TurnClient::connect(server.addr, "alice", "secret");
     alice.request(Method::CREATE_PERMISSION, |w| {
         w.add(&XorPeerAddress(peer)).expect("fits")
@@ -591,8 +447,8 @@ fn dont_fragment_is_set_only_when_asked() {
 /// received batch, each leave with their own DF bit.
 #[test]
 fn dont_fragment_follows_each_datagram_within_a_batch() {
-    let server = start(&["--user", "alice:secret", "--allow-peer", "127.0.0.1/32"]);
-    let peer = echo_peer();
+    let server = Server::start(&["--user", "alice:secret", "--allow-peer", "127.0.0.1/32"]);
+    let peer = icebreaker_tests::echo_peer([127, 0, 0, 1]);
     let (mut alice, relayed) = TurnClient::connect(server.addr, "alice", "secret");
     alice.request(Method::CREATE_PERMISSION, |w| {
         w.add(&XorPeerAddress(peer)).expect("fits")
