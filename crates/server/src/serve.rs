@@ -297,23 +297,11 @@ fn print_banner(config: &Config, listen: &[SocketAddr], generated_password: Opti
     let Some(shown) = shown else {
         return;
     };
-    let host = match shown.ip() {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    };
-    let stun = format!("stun:{host}:{}", shown.port());
-    let turn = format!("turn:{host}:{}?transport=udp", shown.port());
-    let external = config.external_ip.map(|ip| match ip {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    });
-    let (stun, turn) = match external {
-        Some(host) => (
-            format!("stun:{host}:{}", shown.port()),
-            format!("turn:{host}:{}?transport=udp", shown.port()),
-        ),
-        None => (stun, turn),
-    };
+    // Behind a 1:1 NAT clients must be given the public address. SocketAddr's Display is the
+    // URL authority, IPv6 in brackets included.
+    let public = SocketAddr::new(config.external_ip.unwrap_or(shown.ip()), shown.port());
+    let stun = format!("stun:{public}");
+    let turn = format!("turn:{public}?transport=udp");
     println!("realm: {}", config.realm);
     match generated_password {
         Some(password) => {
