@@ -17,6 +17,17 @@ use std::time::{Duration, Instant};
 
 /// The `icebreaker` binary of this build, built first if it is missing.
 pub fn icebreaker_bin() -> PathBuf {
+    workspace_bin("icebreaker", "icebreaker")
+}
+
+/// The path of the `ice-peer` binary, built first if it is not there.
+pub fn ice_peer_bin() -> PathBuf {
+    workspace_bin("ice-peer", "ice-peer")
+}
+
+/// The path of binary `bin` of workspace package `package`, in the profile directory of the
+/// running test, built first if it is not there.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; the binary one level up.
     let exe = std::env::current_exe().unwrap_or_default();
     let profile_dir = exe
@@ -24,18 +35,18 @@ pub fn icebreaker_bin() -> PathBuf {
         .and_then(|deps| deps.parent())
         .map(PathBuf::from)
         .unwrap_or_default();
-    let bin = profile_dir.join("icebreaker");
-    if !bin.exists() {
+    let path = profile_dir.join(bin);
+    if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "icebreaker", "--bin", "icebreaker"])
+            .args(["build", "-p", package, "--bin", bin])
             .status();
         assert!(
             status.is_ok_and(|s| s.success()),
-            "cannot build the icebreaker binary"
+            "cannot build the {bin} binary"
         );
     }
-    bin
+    path
 }
 
 /// A port that was free a moment ago on 127.0.0.1, for UDP.

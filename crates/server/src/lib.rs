@@ -1,7 +1,8 @@
 //! Icebreaker, the STUN/TURN server: the parts of the `icebreaker` binary that other code
 //! reuses. For now that is the configuration ([`config`]): defaults, a TOML file and
 //! command-line flags merged into one checked [`Config`]. The daemon's live counters and
-//! their HTTP endpoint are in [`metrics`].
+//! their HTTP endpoint are in [`metrics`]. The WebSocket signaling relay of `icebreaker signal`
+//! is in [`signal`].
 //!
 //! The daemon builds on the same [`Flags`] and [`Config`], so every subcommand that takes
 //! configuration understands the same keys and reports errors the same way.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod metrics;
 pub mod net;
 pub mod serve;
+pub mod signal;
 mod sockopt;
 mod worker;
 

@@ -7,15 +7,20 @@
 //!   `error: FILE:LINE:COLUMN: reason` on standard error when not.
 //! - `icebreaker credentials --secret S --user U [--ttl SECS] [--uri URI]... [--json]`: prints
 //!   TURN REST API credentials and an `iceServers` snippet to paste into a WebRTC application.
+//! - `icebreaker signal [--listen ADDR] [limits]`: runs a WebSocket signaling relay on
+//!   `ws://ADDR/ROOM` (0.0.0.0:8080 by default) for two peers to exchange offer, answer and
+//!   candidates; prints the URL form.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use icebreaker::config::Secret;
+use icebreaker::config::{LogLevel, Secret};
+use icebreaker::signal::SignalLimits;
 use icebreaker::{Config, Flags};
 use icebreaker_wire::credentials::RestPassword;
 
@@ -35,6 +40,8 @@ enum Command {
     CheckConfig(Box<CheckConfig>),
     /// Print TURN REST API credentials and an iceServers snippet for a WebRTC application.
     Credentials(Credentials),
+    /// Run a WebSocket signaling relay with rooms, for peers to exchange offer and answer.
+    Signal(Signal),
 }
 
 #[derive(Args)]
@@ -78,6 +85,47 @@ struct Credentials {
     json: bool,
 }
 
+#[derive(Args)]
+struct Signal {
+    /// The TCP address to serve WebSocket upgrades on (every interface, port 8080, by default).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Rooms at once; a connection that would create one more is closed with 1013.
+    #[arg(long, value_name = "N", default_value_t = SignalLimits::DEFAULT.max_rooms,
+          value_parser = at_least(1))]
+    max_rooms: usize,
+    /// Members per room; one more is closed with 1008 "room is full".
+    #[arg(long, value_name = "N", default_value_t = SignalLimits::DEFAULT.max_members,
+          value_parser = at_least(2))]
+    max_members: usize,
+    /// The largest text message in bytes; a larger one is closed with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = SignalLimits::DEFAULT.max_message_bytes,
+          value_parser = at_least(1))]
+    max_message_bytes: usize,
+    /// Seconds a connection may send nothing, not even a ping, before it is closed with 1001.
+    #[arg(long, value_name = "SECS",
+          default_value_t = SignalLimits::DEFAULT.idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Open connections at once; more are answered 503 Service Unavailable.
+    #[arg(long, value_name = "N", default_value_t = SignalLimits::DEFAULT.max_connections,
+          value_parser = at_least(1))]
+    max_connections: usize,
+    /// Log level: error, warn, info (rooms created and deleted, refusals), debug or trace.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "info",
+        hide_possible_values = true
+    )]
+    log_level: LogLevel,
+}
+
+/// A parser for a count of at least `min`.
+fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..)
+}
+
 /// The exit status of a configuration that does not load, the same as a usage error.
 const CONFIG_ERROR: u8 = 2;
 
@@ -86,6 +134,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Credentials(args) => credentials(&args).map(|()| ExitCode::SUCCESS),
+        Command::Signal(args) => signal(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -104,19 +153,34 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(CONFIG_ERROR));
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            config.log_level.as_str(),
-        ))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(config.log_level);
     let source = icebreaker::serve::Source {
         file: args.config,
         flags: args.flags,
     };
     icebreaker::serve::run(config, source)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to standard error, in color on a terminal.
+fn init_logs(level: LogLevel) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level.as_str()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn signal(args: &Signal) -> anyhow::Result<()> {
+    init_logs(args.log_level);
+    let limits = SignalLimits {
+        max_rooms: args.max_rooms,
+        max_members: args.max_members,
+        max_message_bytes: args.max_message_bytes,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+        max_connections: args.max_connections,
+    };
+    icebreaker::signal::serve(args.listen, limits)
 }
 
 fn check_config(args: &CheckConfig) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,12 @@
+//! Sans-IO ICE agent (RFC 8445), TURN client (RFC 8656) and candidate lines (RFC 8839).
+
+mod agent;
+pub mod candidate;
+mod messages;
+pub mod turn_client;
+
+pub use agent::{
+    Agent, AgentConfig, ConnectionState, Credentials, Event, SendError, Timing, Transmit,
+    TurnServerConfig,
+};
+pub use candidate::{Candidate, CandidateKind, CandidateParseError, CandidateTransport};
