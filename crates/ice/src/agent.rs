@@ -38,8 +38,14 @@ pub struct Timing {
     /// How many times a check is sent before its pair fails (RFC 8489's Rc).
     pub check_transmits: u32,
     /// How long the controlling agent waits, after the first pair works, for better pairs
-    /// still being checked before it nominates the best one that works.
-    pub nomination_delay: Duration,
+    /// still being checked before it nominates the best direct pair that works. Checks to
+    /// addresses that cannot answer (another site's private addresses) stay in progress for
+    /// the whole retransmission schedule, so without this wait every connection through a
+    /// NAT would wait for them.
+    pub direct_nomination_delay: Duration,
+    /// The same wait before a relayed pair is nominated: longer, because a direct pair that
+    /// needs a retransmission to get through a NAT's filter is worth waiting for.
+    pub relay_nomination_delay: Duration,
     /// Tr: a Binding indication goes out when nothing else was sent on the selected pair for
     /// this long (RFC 8445 §11).
     pub keepalive_interval: Duration,
@@ -56,7 +62,8 @@ impl Default for Timing {
             pacing: Duration::from_millis(50),
             check_rto: Duration::from_millis(500),
             check_transmits: 7,
-            nomination_delay: Duration::from_secs(2),
+            direct_nomination_delay: Duration::from_millis(300),
+            relay_nomination_delay: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(15),
             consent_interval: Duration::from_secs(5),
             consent_timeout: Duration::from_secs(30),
@@ -118,6 +125,8 @@ pub enum ConnectionState {
     Connected,
     /// Every pair failed, or consent was lost.
     Failed,
+    /// [`Agent::close`] was called.
+    Closed,
 }
 
 /// What the agent tells its driver.
@@ -230,6 +239,9 @@ struct Transaction {
     rto: Duration,
     transmits: u32,
     max_transmits: u32,
+    /// Superseded by a triggered check: no more retransmissions and no failure, but an
+    /// answer still counts until the transaction would have timed out (RFC 8445 §7.3.1.4).
+    cancelled: bool,
 }
 
 /// The selected pair, kept apart from the checklist so that data keeps flowing on it while an
@@ -520,6 +532,25 @@ impl Agent {
         fresh
     }
 
+    /// Ends the session: releases every TURN allocation (a Refresh with lifetime 0, sent
+    /// once, as RFC 8656 §7 allows) and stops checks, consent and keepalives. Drain
+    /// [`Agent::poll_transmit`] once more before closing the sockets.
+    pub fn close(&mut self, now: Instant) {
+        for index in 0..self.relays.len() {
+            if self.relays[index].status == RelayStatus::Ready {
+                self.relays[index].client.deallocate(now, &mut *self.rng);
+                self.drain_relay(now, index);
+            }
+        }
+        self.relays.clear();
+        self.transactions.clear();
+        self.triggered.clear();
+        self.pairs.clear();
+        self.path = None;
+        self.gathering = false;
+        self.set_state(ConnectionState::Closed);
+    }
+
     /// Sends application data over the selected pair.
     pub fn send(&mut self, now: Instant, data: &[u8]) -> Result<(), SendError> {
         let path = self.path.as_mut().ok_or(SendError::NotConnected)?;
@@ -539,6 +570,9 @@ impl Agent {
         remote: SocketAddr,
         packet: &'p [u8],
     ) -> Option<&'p [u8]> {
+        if self.state == ConnectionState::Closed {
+            return None;
+        }
         if let Some(index) = self
             .relays
             .iter()
@@ -571,6 +605,9 @@ impl Agent {
     /// Runs the timers that are due: retransmissions, the next paced check, nomination,
     /// consent and keepalives, and the TURN clients' refreshes.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == ConnectionState::Closed {
+            return;
+        }
         for index in 0..self.relays.len() {
             if self.relays[index]
                 .client
@@ -594,6 +631,9 @@ impl Agent {
 
     /// The earliest time [`Agent::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == ConnectionState::Closed {
+            return None;
+        }
         let mut earliest: Option<Instant> = None;
         let mut consider = |at: Instant| {
             earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -897,6 +937,7 @@ impl Agent {
             rto: self.config.timing.check_rto,
             transmits: 0,
             max_transmits: self.config.timing.check_transmits,
+            cancelled: false,
         };
         self.transactions.insert(tid, transaction);
         self.retransmit_one(now, tid);
@@ -934,7 +975,7 @@ impl Agent {
             let expired = self
                 .transactions
                 .get(&tid)
-                .is_some_and(|t| t.transmits >= t.max_transmits);
+                .is_some_and(|t| t.transmits >= t.max_transmits || t.cancelled);
             if !expired {
                 self.retransmit_one(now, tid);
                 continue;
@@ -942,7 +983,7 @@ impl Agent {
             let Some(transaction) = self.transactions.remove(&tid) else {
                 continue;
             };
-            if transaction.generation != self.generation {
+            if transaction.generation != self.generation || transaction.cancelled {
                 continue;
             }
             match transaction.kind {
@@ -1053,11 +1094,19 @@ impl Agent {
             return false;
         };
         // A check already running on the pair is superseded (RFC 8445 §7.3.1.4).
-        self.transactions.retain(|_, t| {
-            !matches!(t.kind, TxKind::Check { pair: p, nominate: false } if p == pair)
-                || t.generation != self.generation
-                || nominate
-        });
+        if !nominate {
+            let generation = self.generation;
+            let linger = self.config.timing.check_rto * 16;
+            for t in self.transactions.values_mut() {
+                if t.generation == generation
+                    && matches!(t.kind, TxKind::Check { pair: p, nominate: false } if p == pair)
+                    && !t.cancelled
+                {
+                    t.cancelled = true;
+                    t.next_at = now + linger;
+                }
+            }
+        }
         let transaction = Transaction {
             kind: TxKind::Check { pair, nominate },
             generation: self.generation,
@@ -1069,6 +1118,7 @@ impl Agent {
             rto: self.config.timing.check_rto,
             transmits: 0,
             max_transmits: self.config.timing.check_transmits,
+            cancelled: false,
         };
         self.transactions.insert(tid, transaction);
         if self.pairs[pair].state != PairState::Succeeded {
@@ -1100,12 +1150,14 @@ impl Agent {
             }
             return None;
         }
+        // Data may come on a pair the peer nominated before this side's own check of it
+        // succeeds (RFC 8445 §11: be ready to receive before selecting).
         let from_working_pair = self
             .path
             .as_ref()
             .is_some_and(|p| p.send_from == local && p.remote.address == remote)
             || self.pairs.iter().any(|p| {
-                p.state == PairState::Succeeded
+                (p.state == PairState::Succeeded || p.nominated_by_peer)
                     && self.local[p.local].base == local
                     && self.remote[p.remote].address == remote
             });
@@ -1251,8 +1303,10 @@ impl Agent {
                     self.select(now, pair);
                 }
             }
-            PairState::InProgress => {}
-            PairState::Frozen | PairState::Waiting | PairState::Failed => {
+            // An in-progress check may have been lost (a TURN permission not yet installed on
+            // the far side drops it): RFC 8445 §7.3.1.4 replaces it with a triggered check,
+            // so that the answer comes within a round trip, not a retransmission timeout.
+            PairState::Frozen | PairState::Waiting | PairState::InProgress | PairState::Failed => {
                 self.pairs[pair].state = PairState::Waiting;
                 if !self.triggered.contains(&pair) {
                     self.triggered.push_back(pair);
@@ -1418,8 +1472,9 @@ impl Agent {
         if !self.controlling || self.nominating.is_some() || self.selected_this_generation() {
             return None;
         }
+        let best = self.best_valid_pair()?;
         self.first_valid_at
-            .map(|at| at + self.config.timing.nomination_delay)
+            .map(|at| at + self.nomination_wait(best))
     }
 
     fn selected_this_generation(&self) -> bool {
@@ -1428,21 +1483,34 @@ impl Agent {
             .is_some_and(|p| p.generation == self.generation)
     }
 
-    /// Regular nomination (RFC 8445 §8.1.1): the controlling agent nominates the best pair
-    /// that works once no better pair is still being checked, or once the nomination delay
-    /// has passed since the first pair worked.
-    fn maybe_nominate(&mut self, now: Instant) {
-        if !self.controlling || self.nominating.is_some() || self.selected_this_generation() {
-            return;
-        }
-        let Some(best) = self
-            .pairs
+    fn best_valid_pair(&self) -> Option<usize> {
+        self.pairs
             .iter()
             .enumerate()
             .filter(|(_, p)| p.state == PairState::Succeeded)
             .max_by_key(|(_, p)| self.pair_priority(p))
             .map(|(i, _)| i)
-        else {
+    }
+
+    fn nomination_wait(&self, pair: usize) -> Duration {
+        let pair = &self.pairs[pair];
+        let relayed = self.local[pair.local].candidate.kind.is_relayed()
+            || self.remote[pair.remote].kind.is_relayed();
+        if relayed {
+            self.config.timing.relay_nomination_delay
+        } else {
+            self.config.timing.direct_nomination_delay
+        }
+    }
+
+    /// Regular nomination (RFC 8445 §8.1.1): the controlling agent nominates the best pair
+    /// that works once no better pair is still being checked, or once the nomination delay
+    /// of its kind (direct or relayed) has passed since the first pair worked.
+    fn maybe_nominate(&mut self, now: Instant) {
+        if !self.controlling || self.nominating.is_some() || self.selected_this_generation() {
+            return;
+        }
+        let Some(best) = self.best_valid_pair() else {
             return;
         };
         let best_priority = self.pair_priority(&self.pairs[best]);
@@ -1454,7 +1522,7 @@ impl Agent {
         });
         let waited = self
             .first_valid_at
-            .is_some_and(|at| now >= at + self.config.timing.nomination_delay);
+            .is_some_and(|at| now >= at + self.nomination_wait(best));
         if better_pending && !waited {
             return;
         }
@@ -1566,6 +1634,7 @@ impl Agent {
                         rto: self.config.timing.consent_timeout,
                         transmits: 1,
                         max_transmits: 1,
+                        cancelled: false,
                     },
                 );
                 self.send_from(now, from, to, payload);

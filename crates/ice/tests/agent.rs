@@ -241,6 +241,48 @@ fn two_agents_connect_over_host_candidates_and_exchange_data() {
 }
 
 #[test]
+fn data_on_a_pair_the_peer_nominated_arrives_before_this_side_selects_it() {
+    // B's first checks are lost (over TURN: before the far side's permission exists), so
+    // A's nomination reaches B while B's own check of the pair is still pending.
+    let mut pair = Pair::new(config(true), config(false));
+    pair.exchange_credentials();
+    pair.drop_to_a = true;
+    pair.run_for(Duration::from_millis(30));
+    pair.drop_to_a = false;
+    let mut sent = 0u8;
+    while sent < 100 {
+        if pair.a.agent.state() == ConnectionState::Connected {
+            let now = pair.now;
+            pair.a.agent.send(now, &[0x80, sent]).unwrap();
+            sent += 1;
+        }
+        pair.run_for(Duration::from_millis(5));
+    }
+    pair.run_for(Duration::from_secs(1));
+    assert_eq!(pair.b.received.len(), 100);
+    assert!(pair.connected());
+}
+
+#[test]
+fn closing_stops_everything() {
+    let mut pair = Pair::new(config(true), config(false));
+    pair.exchange_credentials();
+    assert!(pair.run_until(Duration::from_secs(5), Pair::connected));
+    let now = pair.now;
+    pair.a.agent.close(now);
+    assert_eq!(pair.a.agent.state(), ConnectionState::Closed);
+    assert_eq!(pair.a.agent.poll_timeout(), None);
+    assert_eq!(
+        pair.a.agent.send(now, b"\x80after"),
+        Err(SendError::NotConnected)
+    );
+    // The peer notices through consent.
+    assert!(pair.run_until(Duration::from_secs(60), |p| {
+        p.b.agent.state() == ConnectionState::Failed
+    }));
+}
+
+#[test]
 fn sending_before_a_pair_is_selected_is_an_error() {
     let mut pair = Pair::new(config(true), config(false));
     let now = pair.now;

@@ -426,6 +426,17 @@ impl Scenario {
             .set_remote_credentials(now, answer);
     }
 
+    /// Ends both sessions, releasing their TURN allocations.
+    pub fn close(&mut self) {
+        let now = self.net.now();
+        for side in [Side::Offerer, Side::Answerer] {
+            let node = self.node_mut(side);
+            node.agent.close(now);
+            node.drain_events(now);
+        }
+        self.run_for(Duration::from_millis(200));
+    }
+
     /// Whether `side` has lost consent.
     pub fn consent_lost(&self, side: Side) -> bool {
         self.node(side)

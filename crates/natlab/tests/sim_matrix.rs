@@ -68,6 +68,10 @@ fn relay_only_selects_the_relay_for_every_nat_pair() {
         );
         let transfer = scenario.transfer(20, Duration::from_millis(20));
         assert_eq!(transfer.echoed, 20, "{a} x {b}: {transfer:?}");
+        // Closing releases both allocations at once rather than at their expiry.
+        assert_eq!(scenario.server().unwrap().server().allocation_count(), 2);
+        scenario.close();
+        assert_eq!(scenario.server().unwrap().server().allocation_count(), 0);
     }
     println!("NAT matrix (simulation, relay-only):\n{table}");
 }

@@ -498,6 +498,9 @@ async fn connection(
     stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    // Signaling is a burst of small messages (offer, then candidates as they come): Nagle's
+    // algorithm would hold each one after the first for a delayed ACK.
+    let _ = tcp.set_nodelay(true);
     let max = shared.limits.max_message_bytes;
     let config = WebSocketConfig::default()
         // The default 128 KiB read buffer per connection is sized for bulk transfer, not for a
