@@ -198,3 +198,9 @@ pub fn have_tool(name: &str) -> bool {
     }
     found
 }
+
+/// The README's examples compile and run as doc tests, here where every crate they use is a
+/// dependency.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

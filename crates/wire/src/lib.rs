@@ -63,8 +63,3 @@ pub use header::{
 pub use integrity::{FINGERPRINT_XOR, IntegrityAlgorithm, IntegrityKey, VerifyError};
 pub use message::{Attributes, Message, ParseError};
 pub use writer::{MessageWriter, WriteError};
-
-/// The README's examples compile and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
