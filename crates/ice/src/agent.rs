@@ -926,12 +926,32 @@ impl Agent {
         let Ok(payload) = messages::binding_request(tid) else {
             return;
         };
+        self.start_transaction(
+            now,
+            tid,
+            TxKind::Gather { server },
+            (socket, server),
+            None,
+            payload,
+        );
+    }
+
+    /// Sends a new request, retransmitted on the check schedule until answered.
+    fn start_transaction(
+        &mut self,
+        now: Instant,
+        tid: TransactionId,
+        kind: TxKind,
+        (local, remote): (SocketAddr, SocketAddr),
+        password: Option<String>,
+        payload: Vec<u8>,
+    ) {
         let transaction = Transaction {
-            kind: TxKind::Gather { server },
+            kind,
             generation: self.generation,
-            local: socket,
-            remote: server,
-            password: None,
+            local,
+            remote,
+            password,
             payload,
             next_at: now,
             rto: self.config.timing.check_rto,
@@ -1107,24 +1127,18 @@ impl Agent {
                 }
             }
         }
-        let transaction = Transaction {
-            kind: TxKind::Check { pair, nominate },
-            generation: self.generation,
-            local: self.local[local].base,
-            remote: self.remote[remote].address,
-            password: Some(remote_credentials.pwd),
-            payload,
-            next_at: now,
-            rto: self.config.timing.check_rto,
-            transmits: 0,
-            max_transmits: self.config.timing.check_transmits,
-            cancelled: false,
-        };
-        self.transactions.insert(tid, transaction);
         if self.pairs[pair].state != PairState::Succeeded {
             self.pairs[pair].state = PairState::InProgress;
         }
-        self.retransmit_one(now, tid);
+        let addresses = (self.local[local].base, self.remote[remote].address);
+        self.start_transaction(
+            now,
+            tid,
+            TxKind::Check { pair, nominate },
+            addresses,
+            Some(remote_credentials.pwd),
+            payload,
+        );
         true
     }
 
