@@ -452,12 +452,7 @@ impl Agent {
             return;
         }
         if self.remote_credentials.is_some() {
-            self.remote.clear();
-            self.pairs.clear();
-            self.triggered.clear();
-            self.nominating = None;
-            self.first_valid_at = None;
-            self.remote_complete = false;
+            self.forget_remote();
             let generation = self.generation;
             self.transactions.retain(|_, t| {
                 !(t.generation == generation && matches!(t.kind, TxKind::Check { .. }))
@@ -515,14 +510,9 @@ impl Agent {
         ));
         self.generation += 1;
         self.local.clear();
-        self.remote.clear();
-        self.pairs.clear();
-        self.triggered.clear();
+        self.forget_remote();
         self.early_checks.clear();
         self.remote_credentials = None;
-        self.remote_complete = false;
-        self.nominating = None;
-        self.first_valid_at = None;
         self.transactions
             .retain(|_, t| matches!(t.kind, TxKind::Consent));
         if self.state == ConnectionState::Failed {
@@ -544,11 +534,21 @@ impl Agent {
         }
         self.relays.clear();
         self.transactions.clear();
-        self.triggered.clear();
-        self.pairs.clear();
+        self.forget_remote();
         self.path = None;
         self.gathering = false;
         self.set_state(ConnectionState::Closed);
+    }
+
+    /// Drops the peer's candidates of this generation and the checklist built on them; the
+    /// selected pair, kept apart, carries on.
+    fn forget_remote(&mut self) {
+        self.remote.clear();
+        self.pairs.clear();
+        self.triggered.clear();
+        self.nominating = None;
+        self.first_valid_at = None;
+        self.remote_complete = false;
     }
 
     /// Sends application data over the selected pair.
