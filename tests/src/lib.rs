@@ -190,13 +190,20 @@ pub fn have_tool(name: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        assert!(
-            std::env::var_os("ICEBREAKER_REQUIRE_TOOLS").is_none(),
-            "{name} is required (scripts/test installs it)"
-        );
-        eprintln!("skipped: {name} is not installed (scripts/test installs it)");
+        missing(name, "not installed (scripts/test installs it)");
     }
     found
+}
+
+/// Reports that a test cannot run because `requirement` is missing, and why: a failure under
+/// `scripts/test` (which sets `ICEBREAKER_REQUIRE_TOOLS=1` after installing everything), a
+/// skip with a message in a developer's plain `cargo test`.
+pub fn missing(requirement: &str, why: &str) {
+    assert!(
+        std::env::var_os("ICEBREAKER_REQUIRE_TOOLS").is_none(),
+        "{requirement} is required: {why}"
+    );
+    eprintln!("skipped: {requirement}: {why}");
 }
 
 /// The README's examples compile and run as doc tests, here where every crate they use is a

@@ -22,29 +22,14 @@ use icebreaker_natlab::lab::{
 use icebreaker_natlab::{Filtering, Mapping, NatType};
 use icebreaker_tests::{have_tool, icebreaker_bin};
 
+mod common;
+use common::{available, lab};
+
 /// How long a datagram that should arrive may take. Veth hops take microseconds; this covers
 /// a loaded machine.
 const ARRIVES: Duration = Duration::from_secs(2);
 /// How long to listen for a datagram that should not arrive.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// Whether this machine can build a lab; says why not.
-fn available() -> bool {
-    let Err(why) = Lab::check_available() else {
-        return true;
-    };
-    assert!(
-        std::env::var_os("ICEBREAKER_REQUIRE_TOOLS").is_none(),
-        "the namespace lab is required: {why}"
-    );
-    eprintln!("skipped: {why}");
-    false
-}
-
-/// A fresh lab, or `None` (after saying why) when this machine cannot build one.
-fn lab() -> Option<Lab> {
-    available().then(|| Lab::new().expect("bring up the lab"))
-}
 
 /// A UDP socket bound to `addr` inside `node`.
 fn udp(lab: &Lab, node: Node, addr: SocketAddr) -> UdpSocket {

@@ -18,19 +18,11 @@ use icebreaker_natlab::scenario::{MatrixTable, PathClass, nat_pairs};
 use icebreaker_tests::{ice_peer_bin, icebreaker_bin};
 use serde_json::Value;
 
+mod common;
+use common::lab;
+
 const TURN_PORT: u16 = 3478;
 const SIGNAL_PORT: u16 = 8080;
-
-fn lab_or_skip() -> Option<Lab> {
-    if let Err(why) = Lab::check_available() {
-        if std::env::var_os("ICEBREAKER_REQUIRE_TOOLS").is_some() {
-            panic!("the namespace lab is required: {why}");
-        }
-        eprintln!("skipped: the namespace lab needs {why}");
-        return None;
-    }
-    Some(Lab::new().expect("lab"))
-}
 
 /// The servers in the public namespace.
 struct Servers {
@@ -150,7 +142,7 @@ fn room(name: &str) -> String {
 }
 
 fn matrix(relay_only: bool) {
-    let Some(lab) = lab_or_skip() else {
+    let Some(lab) = lab() else {
         return;
     };
     let _servers = start_servers(&lab);
@@ -204,7 +196,7 @@ fn relay_only_selects_the_relay_for_every_nat_pair() {
 
 #[test]
 fn an_ice_restart_after_the_nat_forgets_its_mappings_moves_to_a_new_pair() {
-    let Some(lab) = lab_or_skip() else {
+    let Some(lab) = lab() else {
         return;
     };
     let _servers = start_servers(&lab);
@@ -251,7 +243,7 @@ fn an_ice_restart_after_the_nat_forgets_its_mappings_moves_to_a_new_pair() {
 
 #[test]
 fn consent_is_lost_when_a_peer_vanishes() {
-    let Some(lab) = lab_or_skip() else {
+    let Some(lab) = lab() else {
         return;
     };
     let _servers = start_servers(&lab);
@@ -317,7 +309,7 @@ fn loss_after_idle(lab: &Lab, keepalive: &str) -> f64 {
 #[test]
 fn a_mapping_shorter_than_the_keepalive_interval_breaks_the_path_and_a_shorter_keepalive_keeps_it()
 {
-    let Some(lab) = lab_or_skip() else {
+    let Some(lab) = lab() else {
         return;
     };
     let _servers = start_servers(&lab);
