@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 use icebreaker_ice::Timing;
 
 use crate::probe::HEADER_LEN;
-use crate::uri::ServerUri;
+use crate::uri::{self, ServerUri};
 
 /// The largest `--size`: with IPv6, UDP and a TURN Send indication's 36 bytes it still fits a
 /// 1500-byte MTU.
@@ -48,11 +48,11 @@ pub struct Cli {
     #[arg(long, value_name = "URL", value_parser = parse_signal_url)]
     pub signal: String,
     /// A STUN server for server-reflexive candidates: stun:HOST or stun:HOST:PORT (repeatable).
-    #[arg(long = "stun", value_name = "URI", value_parser = ServerUri::parse_stun)]
+    #[arg(long = "stun", value_name = "URI", value_parser = uri::parse_stun)]
     pub stun: Vec<ServerUri>,
     /// A TURN server for relayed candidates: turn:HOST or turn:HOST:PORT, ?transport=udp
     /// allowed (repeatable; all share --user and --password).
-    #[arg(long = "turn", value_name = "URI", value_parser = ServerUri::parse_turn,
+    #[arg(long = "turn", value_name = "URI", value_parser = uri::parse_turn,
           requires_all = ["user", "password"])]
     pub turn: Vec<ServerUri>,
     /// The TURN username.

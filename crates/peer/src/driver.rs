@@ -100,8 +100,7 @@ struct Setup {
 async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
     let mut stun = Vec::new();
     for uri in &options.stun {
-        let addrs = uri
-            .resolve()
+        let addrs = crate::uri::resolve(uri)
             .await
             .map_err(|e| format!("cannot resolve {uri}: {e}"))?;
         stun.extend(addrs);
@@ -109,8 +108,7 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
     let mut turn = Vec::new();
     for uri in &options.turn {
         let (username, password) = options.turn_credentials.clone().unwrap_or_default();
-        for server in uri
-            .resolve()
+        for server in crate::uri::resolve(uri)
             .await
             .map_err(|e| format!("cannot resolve {uri}: {e}"))?
         {
