@@ -517,6 +517,24 @@ impl TurnClient {
         TransactionId::new(bytes)
     }
 
+    /// Refreshes the allocation now rather than when it is due, asking for the configured
+    /// lifetime; [`TurnEvent::Refreshed`] or [`TurnEvent::RefreshFailed`] follows. Does
+    /// nothing unless the client is allocated with no Refresh under way. A diagnostic tool
+    /// uses it to check that the server refreshes.
+    pub fn refresh(&mut self, now: Instant, rng: &mut dyn RngCore) {
+        if self.state != TurnState::Allocated {
+            return;
+        }
+        let Some(allocation) = &mut self.allocation else {
+            return;
+        };
+        if allocation.refresh_at.take().is_none() {
+            return;
+        }
+        let lifetime = self.requested_lifetime();
+        self.start(now, rng, Request::Refresh { lifetime }, 0);
+    }
+
     /// Releases the allocation with a Refresh of LIFETIME 0; [`TurnEvent::Deallocated`]
     /// follows its answer or its timeout. Permissions and channels are dropped at once.
     pub fn deallocate(&mut self, now: Instant, rng: &mut dyn RngCore) {

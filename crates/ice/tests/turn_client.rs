@@ -591,6 +591,31 @@ fn refreshes_keep_the_allocation_alive_for_an_hour() {
 }
 
 #[test]
+fn an_explicit_refresh_goes_out_at_once_and_the_timer_resumes_after_it() {
+    let mut net = Net::new();
+    net.allocate();
+    net.events.clear();
+    net.advance(Duration::from_secs(10));
+    net.client.refresh(net.now, &mut net.rng);
+    // A second call while the first is under way sends nothing more.
+    net.client.refresh(net.now, &mut net.rng);
+    net.flush();
+    assert_eq!(net.requests(Method::REFRESH).len(), 1);
+    assert_eq!(
+        net.events,
+        [TurnEvent::Refreshed {
+            lifetime: Duration::from_secs(600)
+        }]
+    );
+    // The next automatic refresh counts from this one: 540 s later, not 530.
+    net.advance(Duration::from_secs(539));
+    assert_eq!(net.requests(Method::REFRESH).len(), 1);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.requests(Method::REFRESH).len(), 2);
+    assert_eq!(net.client.state(), TurnState::Allocated);
+}
+
+#[test]
 fn the_requested_lifetime_is_asked_for_and_the_granted_one_followed() {
     let mut client = client_config("secret");
     client.lifetime = Duration::from_secs(1800);

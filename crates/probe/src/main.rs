@@ -1,0 +1,3 @@
+//! The `ice-probe` command.
+
+fn main() {}

@@ -1,0 +1,549 @@
+//! The probe's two ways to talk to a server: single STUN transactions with retransmissions
+//! ([`StunSocket`]), and a TURN allocation driven over its own socket ([`TurnSession`], the
+//! sans-IO [`TurnClient`] of `icebreaker-ice` on a tokio UDP socket).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use icebreaker_ice::turn_client::{
+    TurnClient, TurnClientConfig, TurnError, TurnEvent, TurnSendError, TurnTiming,
+};
+use icebreaker_wire::attr::{ChangeRequest, ResponsePort};
+use icebreaker_wire::{ChannelNumber, Class, Message, MessageType, MessageWriter, Method};
+use icebreaker_wire::{TransactionId, WriteError};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tokio::net::UdpSocket;
+
+/// The first retransmission comes this long after a request: shorter than RFC 8489's 500 ms
+/// because a probe would rather finish than spare a server one datagram.
+pub const INITIAL_RTO: Duration = Duration::from_millis(250);
+
+/// Big enough for any STUN message over UDP.
+const RECEIVE_BUFFER: usize = 65_536;
+
+/// Why a transaction got no usable answer.
+#[derive(Debug)]
+pub enum TransactError {
+    /// Nothing came back before the deadline, retransmissions included.
+    Timeout,
+    /// The host answered with ICMP port unreachable: nothing listens on that port.
+    PortUnreachable,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl TransactError {
+    /// The plain explanation of a missing answer from `server` for a check's output.
+    pub fn explain(&self, server: SocketAddr, waited: Duration) -> String {
+        match self {
+            TransactError::Timeout => format!(
+                "no answer from {server} in {:.1} s: the port is blocked by a firewall on the \
+                 way, the server is down, or it does not listen on UDP there",
+                waited.as_secs_f64()
+            ),
+            TransactError::PortUnreachable => format!(
+                "{server} refused (ICMP port unreachable): the host is up but nothing listens \
+                 on that UDP port; check the port and that the server runs"
+            ),
+            TransactError::Io(e) => format!("cannot send to {server}: {e}"),
+        }
+    }
+}
+
+/// A response and how long it took.
+#[derive(Debug)]
+pub struct Response {
+    /// The whole datagram; parse it with [`Message::parse`].
+    pub bytes: Vec<u8>,
+    /// Where it came from (for RFC 5780 checks, not always the address the request went to).
+    pub from: SocketAddr,
+    /// From the transmission it answers (the last one sent) to its arrival.
+    pub rtt: Duration,
+    /// Whether the request had to be sent more than once.
+    pub retransmitted: bool,
+}
+
+impl Response {
+    /// The response parsed: `None` when it is not a STUN message (the socket only hands out
+    /// datagrams with the request's transaction ID, so this means a malformed one).
+    pub fn message(&self) -> Option<Message<'_>> {
+        Message::parse(&self.bytes).ok()
+    }
+}
+
+/// A UDP socket for STUN transactions: requests retransmitted at 250 ms, 500 ms, 1 s, ...
+/// until an answer with the same transaction ID arrives or the deadline passes. Datagrams
+/// with other transaction IDs are dropped.
+#[derive(Debug)]
+pub struct StunSocket {
+    socket: UdpSocket,
+    rng: StdRng,
+}
+
+impl StunSocket {
+    /// A socket on an ephemeral port of the unspecified address of `server`'s family.
+    pub async fn for_server(server: SocketAddr) -> io::Result<StunSocket> {
+        StunSocket::bind(SocketAddr::new(unspecified(server.ip()), 0)).await
+    }
+
+    /// A socket bound to `local`.
+    pub async fn bind(local: SocketAddr) -> io::Result<StunSocket> {
+        Ok(StunSocket {
+            socket: UdpSocket::bind(local).await?,
+            rng: StdRng::from_os_rng(),
+        })
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The source address the system picks towards `server`: the address a server sees when
+    /// no NAT is on the way. Found without sending anything.
+    pub async fn route_source(server: SocketAddr) -> io::Result<IpAddr> {
+        let socket = UdpSocket::bind(SocketAddr::new(unspecified(server.ip()), 0)).await?;
+        socket.connect(server).await?;
+        Ok(socket.local_addr()?.ip())
+    }
+
+    /// A fresh random transaction ID.
+    pub fn transaction_id(&mut self) -> TransactionId {
+        let mut id = [0; 12];
+        self.rng.fill_bytes(&mut id);
+        TransactionId::new(id)
+    }
+
+    /// Sends `request` to `server` and waits for the response with the same transaction ID
+    /// from any source, retransmitting until `timeout` has passed since the first
+    /// transmission.
+    pub async fn transact(
+        &self,
+        server: SocketAddr,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, TransactError> {
+        let id = request
+            .get(8..20)
+            .ok_or(TransactError::Io(io::ErrorKind::InvalidInput.into()))?;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut rto = INITIAL_RTO;
+        let mut sent_at;
+        let mut transmissions = 0u32;
+        let mut buf = vec![0u8; RECEIVE_BUFFER];
+        loop {
+            sent_at = Instant::now();
+            self.send(server, request).await?;
+            transmissions += 1;
+            let next = (sent_at + rto).min(deadline);
+            rto = rto.saturating_mul(2);
+            while let Some(wait) = next.checked_duration_since(Instant::now()) {
+                let received = tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await;
+                let Ok(received) = received else { break };
+                let (len, from) = match received {
+                    Ok(got) => got,
+                    // An ICMP error for an earlier datagram to another address must not end
+                    // this transaction; for this server it means nothing listens.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        return Err(TransactError::PortUnreachable);
+                    }
+                    Err(e) => return Err(TransactError::Io(e)),
+                };
+                if len >= 20 && buf[8..20] == *id {
+                    return Ok(Response {
+                        bytes: buf[..len].to_vec(),
+                        from,
+                        rtt: sent_at.elapsed(),
+                        retransmitted: transmissions > 1,
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(TransactError::Timeout);
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a datagram with transaction ID `id`, sending nothing: for
+    /// answers that arrive on another socket than the request's (hairpinning, RESPONSE-PORT).
+    pub async fn receive(&self, id: &TransactionId, wait: Duration) -> Option<Response> {
+        let start = Instant::now();
+        let deadline = start + wait;
+        let mut buf = vec![0u8; RECEIVE_BUFFER];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(Ok((len, from))) =
+                tokio::time::timeout(left, self.socket.recv_from(&mut buf)).await
+            else {
+                continue;
+            };
+            if len >= 20 && buf[8..20] == id.as_bytes()[..] {
+                return Some(Response {
+                    bytes: buf[..len].to_vec(),
+                    from,
+                    rtt: start.elapsed(),
+                    retransmitted: false,
+                });
+            }
+        }
+        None
+    }
+
+    /// Sends one datagram.
+    pub async fn send(&self, to: SocketAddr, datagram: &[u8]) -> Result<(), TransactError> {
+        match self.socket.send_to(datagram, to).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Err(TransactError::PortUnreachable)
+            }
+            Err(e) => Err(TransactError::Io(e)),
+        }
+    }
+}
+
+/// The unspecified address of `ip`'s family, to bind a socket that can reach `ip`.
+pub fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Writes a Binding request with a fresh transaction ID into a new buffer: with
+/// CHANGE-REQUEST when `change` asks for a change of address or port, RESPONSE-PORT when
+/// given, and FINGERPRINT.
+pub fn binding_request(
+    id: TransactionId,
+    change: ChangeRequest,
+    response_port: Option<u16>,
+) -> Result<Vec<u8>, WriteError> {
+    let mut buf = vec![0u8; 64];
+    let kind = MessageType::new(Method::BINDING, Class::Request);
+    let mut writer = MessageWriter::new(&mut buf, kind, id)?;
+    if change.change_ip || change.change_port {
+        writer.add(&change)?;
+    }
+    if let Some(port) = response_port {
+        writer.add(&ResponsePort(port))?;
+    }
+    writer.add_fingerprint()?;
+    let len = writer.finish();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Data a peer sent through the relay, with its arrival time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The peer, as the relay saw it.
+    pub peer: SocketAddr,
+    /// The data.
+    pub data: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// One TURN allocation on its own UDP socket: [`TurnClient`] driven with real time.
+///
+/// Each operation runs the client until the event that answers it, keeping data that
+/// arrives meanwhile for [`TurnSession::receive`]. Events that answer nothing asked (a
+/// timer's refresh) are kept in [`TurnSession::other_events`].
+#[derive(Debug)]
+pub struct TurnSession {
+    client: TurnClient,
+    socket: UdpSocket,
+    rng: StdRng,
+    received: VecDeque<Received>,
+    /// Events no operation waited for, in arrival order.
+    pub other_events: Vec<TurnEvent>,
+}
+
+impl TurnSession {
+    /// A session with `server` on a fresh ephemeral port. `timeout` bounds each request,
+    /// retransmissions included.
+    pub async fn new(
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> io::Result<TurnSession> {
+        let socket = UdpSocket::bind(SocketAddr::new(unspecified(server.ip()), 0)).await?;
+        let mut config = TurnClientConfig::new(server, username, password);
+        config.timing = timing_within(timeout);
+        Ok(TurnSession {
+            client: TurnClient::new(config),
+            socket,
+            rng: StdRng::from_os_rng(),
+            received: VecDeque::new(),
+            other_events: Vec::new(),
+        })
+    }
+
+    /// The client, for its state and addresses.
+    pub fn client(&self) -> &TurnClient {
+        &self.client
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Allocates: the relayed address, the mapped address the server reported, the granted
+    /// lifetime.
+    pub async fn allocate(
+        &mut self,
+    ) -> Result<(SocketAddr, Option<SocketAddr>, Duration), TurnError> {
+        self.client.allocate(Instant::now(), &mut self.rng);
+        let event = self
+            .until(|e| {
+                matches!(
+                    e,
+                    TurnEvent::Allocated { .. } | TurnEvent::AllocationFailed(_)
+                )
+            })
+            .await?;
+        match event {
+            TurnEvent::Allocated {
+                relayed,
+                mapped,
+                lifetime,
+            } => Ok((relayed, mapped, lifetime)),
+            TurnEvent::AllocationFailed(error) => Err(error),
+            _ => Err(TurnError::InvalidResponse("unexpected event")),
+        }
+    }
+
+    /// Creates a permission for `peer`'s IP address and waits for the answer.
+    pub async fn create_permission(&mut self, peer: SocketAddr) -> Result<(), TurnError> {
+        self.client
+            .create_permission(Instant::now(), &mut self.rng, peer);
+        let ip = peer.ip();
+        let event = self
+            .until(|e| match e {
+                TurnEvent::PermissionCreated(created) => *created == ip,
+                TurnEvent::PermissionFailed { peer, .. } => *peer == ip,
+                _ => false,
+            })
+            .await?;
+        match event {
+            TurnEvent::PermissionFailed { error, .. } => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Binds a channel to `peer` (with its permission) and waits for the answer.
+    pub async fn bind_channel(&mut self, peer: SocketAddr) -> Result<ChannelNumber, TurnError> {
+        let Some(number) = self
+            .client
+            .bind_channel(Instant::now(), &mut self.rng, peer)
+        else {
+            return Err(TurnError::InvalidResponse("no channel number left"));
+        };
+        let event = self
+            .until(|e| match e {
+                TurnEvent::ChannelBound { peer: bound, .. } => *bound == peer,
+                TurnEvent::ChannelBindFailed { peer: failed, .. } => *failed == peer,
+                _ => false,
+            })
+            .await?;
+        match event {
+            TurnEvent::ChannelBindFailed { error, .. } => Err(error),
+            _ => Ok(number),
+        }
+    }
+
+    /// Refreshes the allocation now: the granted lifetime.
+    pub async fn refresh(&mut self) -> Result<Duration, TurnError> {
+        self.client.refresh(Instant::now(), &mut self.rng);
+        let event = self
+            .until(|e| matches!(e, TurnEvent::Refreshed { .. } | TurnEvent::RefreshFailed(_)))
+            .await?;
+        match event {
+            TurnEvent::Refreshed { lifetime } => Ok(lifetime),
+            TurnEvent::RefreshFailed(error) => Err(error),
+            _ => Err(TurnError::InvalidResponse("unexpected event")),
+        }
+    }
+
+    /// Releases the allocation (Refresh with LIFETIME 0) and waits for the answer.
+    pub async fn deallocate(&mut self) -> Result<(), TurnError> {
+        self.client.deallocate(Instant::now(), &mut self.rng);
+        self.until(|e| matches!(e, TurnEvent::Deallocated))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends `data` to `peer` through the relay: ChannelData once a channel is bound, a Send
+    /// indication otherwise.
+    pub async fn send_to(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), SendError> {
+        let datagram = self.client.send_to(peer, data)?;
+        self.socket
+            .send_to(&datagram, self.client.server())
+            .await
+            .map_err(SendError::Io)?;
+        Ok(())
+    }
+
+    /// The next data from a peer, waiting until `deadline` at the latest.
+    pub async fn receive(&mut self, deadline: Instant) -> Option<Received> {
+        loop {
+            if let Some(got) = self.received.pop_front() {
+                return Some(got);
+            }
+            if !self.step(deadline).await {
+                return None;
+            }
+        }
+    }
+
+    /// Runs the client until an event matches, with the client's own timeouts as the limit.
+    async fn until(&mut self, wanted: impl Fn(&TurnEvent) -> bool) -> Result<TurnEvent, TurnError> {
+        // The client fails a request after its retransmissions; this bound only guards
+        // against a client that never reports.
+        let limit = Instant::now() + Duration::from_secs(300);
+        loop {
+            while let Some(event) = self.client.poll_event() {
+                if wanted(&event) {
+                    return Ok(event);
+                }
+                self.other_events.push(event);
+            }
+            if !self.step(limit).await {
+                return Err(TurnError::Timeout);
+            }
+        }
+    }
+
+    /// Sends what the client has to send, then waits for one datagram or the client's next
+    /// timer, whichever comes first, but not past `deadline`. False once `deadline` passed.
+    async fn step(&mut self, deadline: Instant) -> bool {
+        let server = self.client.server();
+        while let Some(datagram) = self.client.poll_transmit() {
+            // A lost datagram is a lost datagram: the client retransmits requests.
+            let _ = self.socket.send_to(&datagram, server).await;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let wake = self
+            .client
+            .poll_timeout()
+            .map_or(deadline, |at| at.min(deadline));
+        let mut buf = [0u8; 2048];
+        let wait = wake.saturating_duration_since(now);
+        match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((len, from))) if from == server => {
+                let now = Instant::now();
+                if let Some(data) = self.client.handle_input(now, &mut self.rng, &buf[..len]) {
+                    self.received.push_back(Received {
+                        peer: data.peer,
+                        data: data.data.to_vec(),
+                        at: now,
+                    });
+                }
+            }
+            // Datagrams from elsewhere and ICMP errors are not the server's answer; the
+            // client's retransmissions and timeouts decide.
+            Ok(_) => {}
+            Err(_) => self.client.handle_timeout(Instant::now(), &mut self.rng),
+        }
+        true
+    }
+}
+
+/// Why data could not be sent through the relay.
+#[derive(Debug)]
+pub enum SendError {
+    /// The client refused: no allocation, no permission, too large.
+    Turn(TurnSendError),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl From<TurnSendError> for SendError {
+    fn from(error: TurnSendError) -> SendError {
+        SendError::Turn(error)
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Turn(e) => e.fmt(f),
+            SendError::Io(e) => write!(f, "cannot send to the server: {e}"),
+        }
+    }
+}
+
+/// TURN retransmission timing that gives up after about `timeout`: RTO 250 ms doubled,
+/// as many transmissions as fit, then the RFC's final wait of 16 RTOs cut to what is left.
+fn timing_within(timeout: Duration) -> TurnTiming {
+    let mut timing = TurnTiming {
+        initial_rto: INITIAL_RTO,
+        max_retransmits: 1,
+    };
+    while timing.max_retransmits < 7 {
+        let longer = TurnTiming {
+            max_retransmits: timing.max_retransmits + 1,
+            ..timing
+        };
+        if longer.transaction_timeout() > timeout {
+            break;
+        }
+        timing = longer;
+    }
+    if timing.transaction_timeout() > timeout {
+        // Even one transmission and its final wait is too long: shrink the RTO instead.
+        timing.initial_rto = timeout / 16;
+    }
+    timing
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn turn_timing_fits_the_timeout() {
+        for secs in [1, 3, 5, 10, 40] {
+            let timeout = Duration::from_secs(secs);
+            let timing = timing_within(timeout);
+            assert!(
+                timing.transaction_timeout() <= timeout,
+                "{secs} s: {timing:?}"
+            );
+            assert!(timing.max_retransmits >= 1);
+        }
+        // Long enough for RFC 8489's seven transmissions at 250 ms: 31.75 s.
+        assert_eq!(timing_within(Duration::from_secs(40)).max_retransmits, 7);
+    }
+
+    #[test]
+    fn binding_requests_carry_what_was_asked() {
+        let id = TransactionId::new([7; 12]);
+        let plain = binding_request(id, ChangeRequest::default(), None).unwrap();
+        let message = Message::parse(&plain).unwrap();
+        assert!(message.verify_fingerprint().is_ok());
+        assert_eq!(message.get::<ChangeRequest>().unwrap(), None);
+
+        let change = ChangeRequest {
+            change_ip: true,
+            change_port: false,
+        };
+        let asked = binding_request(id, change, Some(5000)).unwrap();
+        let message = Message::parse(&asked).unwrap();
+        assert_eq!(message.get::<ChangeRequest>().unwrap(), Some(change));
+        assert_eq!(
+            message.get::<ResponsePort>().unwrap(),
+            Some(ResponsePort(5000))
+        );
+        assert_eq!(message.transaction_id(), id);
+    }
+}
