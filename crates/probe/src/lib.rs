@@ -7,8 +7,13 @@
 //! strangers; with `--load` a bounded load. Output is a table, JSON, or Prometheus textfile
 //! metrics.
 
+pub mod audit;
+pub mod load;
 pub mod net;
+pub mod output;
 pub mod report;
+pub mod stun_checks;
+pub mod turn_checks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
