@@ -246,11 +246,19 @@ pub fn turn_config(
     own.extend(config.external_ip);
     own.sort();
     own.dedup();
+    let mut relay_ips: Vec<IpAddr> = turn
+        .relay
+        .iter()
+        .flat_map(|relay| [relay.bind, relay.advertised])
+        .collect();
+    relay_ips.sort();
+    relay_ips.dedup();
     turn.peer_policy = PeerPolicy {
         allow: config.allow_peers.clone(),
         deny: config.deny_peers.clone(),
         server_addresses: own,
         relay_ports,
+        relay_addresses: relay_ips,
     };
     turn
 }

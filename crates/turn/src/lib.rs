@@ -174,6 +174,7 @@ impl TurnConfig {
                 deny: Vec::new(),
                 server_addresses: Vec::new(),
                 relay_ports,
+                relay_addresses: Vec::new(),
             },
             software: None,
             channel_range: ChannelRange::Rfc8656,

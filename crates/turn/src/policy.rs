@@ -86,6 +86,11 @@ pub struct PeerPolicy {
     /// The relay port range: a server address inside it is another allocation's relayed
     /// address, which a peer may well be (two clients of the same server).
     pub relay_ports: RangeInclusive<u16>,
+    /// The IPs relay sockets bind on and the ones advertised for them. A peer on one of
+    /// these inside the relay port range is another allocation even when the IP lies in a
+    /// range the defaults deny (a relay on a private or loopback address): data sent there
+    /// stays inside the server and reaches only that allocation's client.
+    pub relay_addresses: Vec<IpAddr>,
 }
 
 impl PeerPolicy {
@@ -101,6 +106,13 @@ impl PeerPolicy {
         if addresses
             .iter()
             .all(|ip| self.allow.iter().any(|net| net.contains(ip)))
+        {
+            return Ok(());
+        }
+        // Every spelling must be a relay IP: a 6to4 or Teredo address also names a real IPv6
+        // destination elsewhere.
+        if self.relay_ports.contains(&peer.port())
+            && addresses.iter().all(|ip| self.relay_addresses.contains(ip))
         {
             return Ok(());
         }
@@ -261,6 +273,7 @@ mod tests {
             deny: Vec::new(),
             server_addresses: vec!["203.0.113.1".parse().expect("literal")],
             relay_ports: 49152..=65535,
+            relay_addresses: vec!["203.0.113.1".parse().expect("literal")],
         }
     }
 
@@ -323,6 +336,35 @@ mod tests {
         ] {
             assert_eq!(check(&p, peer), Ok(()), "{peer}");
         }
+    }
+
+    #[test]
+    fn another_allocation_on_a_private_or_loopback_relay_is_allowed_but_nothing_else_there() {
+        let mut p = policy();
+        let relay: IpAddr = "127.0.0.1".parse().expect("literal");
+        p.server_addresses.push(relay);
+        p.relay_addresses = vec![relay, "10.0.0.5".parse().expect("literal")];
+        for peer in [
+            "127.0.0.1:49152",
+            "127.0.0.1:65535",
+            "[::ffff:127.0.0.1]:50000",
+        ] {
+            assert_eq!(check(&p, peer), Ok(()), "{peer}");
+        }
+        assert_eq!(check(&p, "10.0.0.5:50000"), Ok(()));
+        for (peer, reason) in [
+            ("127.0.0.1:3478", DenyReason::Loopback),
+            ("127.0.0.1:49151", DenyReason::Loopback),
+            ("127.0.0.2:50000", DenyReason::Loopback),
+            ("10.0.0.6:50000", DenyReason::Private),
+            ("10.0.0.5:22", DenyReason::Private),
+            // 6to4 embeds the relay IP but is a real IPv6 destination elsewhere.
+            ("[2002:7f00:1::]:50000", DenyReason::Loopback),
+        ] {
+            assert_eq!(check(&p, peer), Err(reason), "{peer}");
+        }
+        p.deny.push("127.0.0.0/8".parse().expect("literal"));
+        assert_eq!(check(&p, "127.0.0.1:50000"), Err(DenyReason::DenyList));
     }
 
     #[test]
