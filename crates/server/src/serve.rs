@@ -246,11 +246,18 @@ pub fn turn_config(
     own.extend(config.external_ip);
     own.sort();
     own.dedup();
+    // Without a relay address of its family, an allocation relays on the address the client
+    // reached: a specific listen address is then a relay address too. A wildcard listener's
+    // interface addresses are not counted, so that a loopback-only service on a high port
+    // stays out of reach of remote clients.
     let mut relay_ips: Vec<IpAddr> = turn
         .relay
         .iter()
         .flat_map(|relay| [relay.bind, relay.advertised])
         .collect();
+    relay_ips.extend(listen.iter().map(SocketAddr::ip).filter(|ip| {
+        !ip.is_unspecified() && !turn.relay.iter().any(|r| r.bind.is_ipv4() == ip.is_ipv4())
+    }));
     relay_ips.sort();
     relay_ips.dedup();
     turn.peer_policy = PeerPolicy {
