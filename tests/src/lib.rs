@@ -25,6 +25,11 @@ pub fn ice_peer_bin() -> PathBuf {
     workspace_bin("ice-peer", "ice-peer")
 }
 
+/// The path of the `ice-probe` binary, built first if it is not there.
+pub fn ice_probe_bin() -> PathBuf {
+    workspace_bin("ice-probe", "ice-probe")
+}
+
 /// The path of binary `bin` of workspace package `package`, in the profile directory of the
 /// running test, built first if it is not there.
 pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {

@@ -8,10 +8,13 @@
 //! metrics.
 
 pub mod audit;
+pub mod cli;
 pub mod load;
 pub mod net;
 pub mod output;
 pub mod report;
+pub mod run;
+pub mod stats;
 pub mod stun_checks;
 pub mod turn_checks;
 

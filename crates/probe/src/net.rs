@@ -456,6 +456,26 @@ impl TurnSession {
     }
 }
 
+impl Drop for TurnSession {
+    /// A session dropped while it holds an allocation (a check cancelled, a task aborted, an
+    /// early return) releases it with one best-effort Refresh of LIFETIME 0, so that a probe
+    /// run leaves nothing counting against the user's quota until the lifetime runs out.
+    fn drop(&mut self) {
+        use icebreaker_ice::turn_client::TurnState;
+        if !matches!(
+            self.client.state(),
+            TurnState::Allocating | TurnState::Allocated
+        ) {
+            return;
+        }
+        self.client.deallocate(Instant::now(), &mut self.rng);
+        let server = self.client.server();
+        while let Some(datagram) = self.client.poll_transmit() {
+            let _ = self.socket.try_send_to(&datagram, server);
+        }
+    }
+}
+
 /// Why data could not be sent through the relay.
 #[derive(Debug)]
 pub enum SendError {
