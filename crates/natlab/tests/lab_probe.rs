@@ -134,6 +134,9 @@ fn ice_probe_names_each_nat_type_against_icebreaker() {
                 "not supported"
             };
             assert_eq!(value(&report, "hairpinning"), expected, "{context}");
+            eprintln!(
+                "{nat}: nat-mapping {mapping}; nat-filtering {filtering}; hairpinning {expected}"
+            );
         }
     }
     assert!(server.try_wait().unwrap().is_none(), "the server died");
@@ -165,6 +168,7 @@ fn ice_probe_estimates_the_mapping_lifetime_of_a_router() {
         })
         .and_then(|m| m["value"].as_f64())
         .unwrap_or_else(|| panic!("no mapping_lifetime_seconds: {printed}"));
+    eprintln!("UDP timeout 3 s: mapping-lifetime {value}");
     assert!(
         (2.0..3.5).contains(&lower_bound),
         "{lower_bound}\n{printed}"

@@ -23,6 +23,11 @@ use crate::{Credentials, LoadSettings, Settings, Target};
 /// few enough that the server does not take the probe for a flood.
 pub const MAX_IN_FLIGHT: usize = 20;
 
+/// Allocates started per second. Servers rate-limit the 401 challenges one source address
+/// gets (icebreaker 20 per second and worker, others similarly), and every Allocate starts
+/// with one: a faster start would measure the limiter, not the relay.
+pub const ALLOCATE_RATE: u32 = 10;
+
 /// How long datagrams may still arrive after the sending stopped.
 pub const DRAIN: Duration = Duration::from_secs(1);
 
@@ -149,7 +154,8 @@ impl Tally {
     }
 }
 
-/// `load.allocations` allocations, at most [`MAX_IN_FLIGHT`] Allocates at a time: each a
+/// `load.allocations` allocations, [`ALLOCATE_RATE`] started per second and at most
+/// [`MAX_IN_FLIGHT`] Allocates at a time: each a
 /// member (its `next` still unset) or the explanation of its failure.
 async fn allocate_all(
     server: SocketAddr,
@@ -157,11 +163,16 @@ async fn allocate_all(
     timeout: Duration,
     load: LoadSettings,
 ) -> Vec<Result<Member, String>> {
-    let jobs = (0..load.allocations).map(|_| credentials.clone()).collect();
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs(1) / ALLOCATE_RATE;
+    let jobs = (0..load.allocations)
+        .map(|index| (start + interval * index, credentials.clone()))
+        .collect();
     let outcomes = bounded(
         jobs,
         MAX_IN_FLIGHT,
-        move |credentials: Credentials| async move {
+        move |(at, credentials): (tokio::time::Instant, Credentials)| async move {
+            tokio::time::sleep_until(at).await;
             let mut session = TurnSession::new(
                 server,
                 &credentials.username,
