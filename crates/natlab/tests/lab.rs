@@ -20,10 +20,10 @@ use icebreaker_natlab::lab::{
     HOST1_IP, Lab, Node, ROUTER1_WAN_IP, ROUTER2_WAN_IP, SERVER_IP, SERVER_IP2,
 };
 use icebreaker_natlab::{Filtering, Mapping, NatType};
-use icebreaker_tests::{have_tool, icebreaker_bin};
+use icebreaker_tests::have_tool;
 
 mod common;
-use common::{available, lab};
+use common::{available, lab, serve_with_rfc5780};
 
 /// How long a datagram that should arrive may take. Veth hops take microseconds; this covers
 /// a loaded machine.
@@ -624,21 +624,7 @@ fn natdiscovery_classifies_each_nat_type_against_icebreaker() {
     let Some(lab) = lab() else {
         return;
     };
-    let bin = icebreaker_bin();
-    let mut serve = Command::new(&bin);
-    serve.args(["serve", "--listen", &format!("{SERVER_IP}:3478")]);
-    serve.args(["--other-address", &format!("{SERVER_IP2}:3479")]);
-    serve.args(["--user", "alice:secret", "--relay-ports", "49152-49199"]);
-    serve.args(["--threads", "1", "--drain-timeout", "1"]);
-    let server = lab.spawn(Node::Public, serve).unwrap();
-    assert!(
-        server
-            .wait_for_stdout("iceServers", Duration::from_secs(30))
-            .is_some(),
-        "icebreaker serve did not start:\n{}{}",
-        server.stdout(),
-        server.stderr()
-    );
+    let server = serve_with_rfc5780(&lab);
     let all_mappings = [
         Mapping::EndpointIndependent,
         Mapping::AddressDependent,

@@ -10,15 +10,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use icebreaker_natlab::lab::{
-    Lab, LabProcess, Node, ROUTER1_WAN_IP, ROUTER2_WAN_IP, SERVER_IP, SERVER_IP2,
-};
+use icebreaker_natlab::lab::{Lab, LabProcess, Node, ROUTER1_WAN_IP, ROUTER2_WAN_IP, SERVER_IP};
 use icebreaker_natlab::{Filtering, Mapping, NatType};
-use icebreaker_tests::{icebreaker_bin, workspace_bin};
+use icebreaker_tests::workspace_bin;
 use serde_json::Value;
 
 mod common;
-use common::lab;
+use common::{lab, serve_with_rfc5780};
 
 /// How long one probe run may take: a few round trips on veth links, one-second waits for
 /// answers a NAT drops, and with `--lifetime 8` two passes of at most 8 s.
@@ -38,25 +36,6 @@ fn filtering_name(filtering: Filtering) -> &'static str {
         Filtering::AddressDependent => "address-dependent",
         Filtering::AddressAndPortDependent => "address-and-port-dependent",
     }
-}
-
-/// Starts `icebreaker serve` with RFC 5780 on the lab's two server addresses.
-fn serve(lab: &Lab) -> LabProcess {
-    let mut serve = Command::new(icebreaker_bin());
-    serve.args(["serve", "--listen", &format!("{SERVER_IP}:3478")]);
-    serve.args(["--other-address", &format!("{SERVER_IP2}:3479")]);
-    serve.args(["--user", "alice:secret", "--relay-ports", "49152-49199"]);
-    serve.args(["--threads", "1", "--drain-timeout", "1"]);
-    let server = lab.spawn(Node::Public, serve).unwrap();
-    assert!(
-        server
-            .wait_for_stdout("iceServers", Duration::from_secs(30))
-            .is_some(),
-        "icebreaker serve did not start:\n{}{}",
-        server.stdout(),
-        server.stderr()
-    );
-    server
 }
 
 /// Starts `ice-probe stun:SERVER_IP:3478 --json` with `args` in `host`.
@@ -97,7 +76,7 @@ fn ice_probe_names_each_nat_type_against_icebreaker() {
     let Some(lab) = lab() else {
         return;
     };
-    let server = serve(&lab);
+    let server = serve_with_rfc5780(&lab);
     // Two types at a time, one behind each router; the second pair with hairpinning on.
     for (round, pair) in NatType::ALL.chunks(2).enumerate() {
         let hairpin = round == 1;
@@ -147,7 +126,7 @@ fn ice_probe_estimates_the_mapping_lifetime_of_a_router() {
     let Some(lab) = lab() else {
         return;
     };
-    let server = serve(&lab);
+    let server = serve_with_rfc5780(&lab);
     // Plain masquerading: the mapping is the conntrack entry, which every packet refreshes.
     lab.set_nat(Node::Router1, NatType::PortRestricted, false)
         .unwrap();

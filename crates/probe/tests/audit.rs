@@ -18,6 +18,9 @@ use icebreaker_wire::attr::{
 };
 use icebreaker_wire::{Class, Message, MessageType, MessageWriter, Method};
 
+mod common;
+use common::find;
+
 const RELAY_CHECKS: [&str; 7] = [
     "audit-relay-loopback",
     "audit-relay-unspecified",
@@ -71,19 +74,12 @@ fn all_released(server: &Server) -> f64 {
     }
 }
 
-fn check<'a>(checks: &'a [Check], name: &str) -> &'a Check {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no check {name} in {checks:#?}"))
-}
-
 /// The stranger checks pass on icebreaker whatever its peer policy.
 fn strangers_pass(checks: &[Check]) {
-    let allocate = check(checks, "audit-unauthenticated-allocate");
+    let allocate = find(checks, "audit-unauthenticated-allocate");
     assert_eq!(allocate.status, Status::Pass, "{allocate:?}");
     assert_eq!(allocate.value, "401 with REALM and NONCE");
-    let amplification = check(checks, "audit-amplification");
+    let amplification = find(checks, "audit-amplification");
     assert_eq!(amplification.status, Status::Pass, "{amplification:?}");
     let factor = amplification
         .metrics
@@ -92,7 +88,7 @@ fn strangers_pass(checks: &[Check]) {
         .map(|m| m.value)
         .unwrap();
     assert!(factor > 1.0 && factor <= 3.0, "{amplification:?}");
-    let software = check(checks, "audit-software");
+    let software = find(checks, "audit-software");
     assert_eq!(software.status, Status::Pass, "{software:?}");
 }
 
@@ -108,7 +104,7 @@ async fn the_defaults_leave_nothing_to_find() {
         assert_ne!(check.status, Status::Fail, "{check:?}");
     }
     for name in RELAY_CHECKS {
-        let relay = check(&checks, name);
+        let relay = find(&checks, name);
         assert!(!relay.value.contains("accepted"), "{relay:?}");
         assert!(!relay.value.contains("no answer"), "{relay:?}");
         assert!(!relay.value.contains("not tested"), "{relay:?}");
@@ -118,11 +114,11 @@ async fn the_defaults_leave_nothing_to_find() {
         "audit-relay-metadata",
         "audit-relay-server-address",
     ] {
-        let relay = check(&checks, name);
+        let relay = find(&checks, name);
         assert_eq!(relay.status, Status::Pass, "{relay:?}");
         assert!(relay.value.contains("(ChannelBind)"), "{relay:?}");
     }
-    let loopback = check(&checks, "audit-relay-loopback");
+    let loopback = find(&checks, "audit-relay-loopback");
     assert!(
         loopback
             .value
@@ -130,12 +126,12 @@ async fn the_defaults_leave_nothing_to_find() {
         "{loopback:?}"
     );
     // The relay is IPv4: IPv6 peers are refused before the policy is asked.
-    let forms = check(&checks, "audit-relay-ipv6-forms");
+    let forms = find(&checks, "audit-relay-ipv6-forms");
     assert_eq!(forms.status, Status::Skip, "{forms:?}");
     assert!(forms.value.starts_with("not applicable (443"), "{forms:?}");
     // One allocation for the CreatePermission probes and a fresh one for each ChannelBind.
     assert_eq!(all_released(&server), 3.0);
-    let own = check(&checks, "audit-relay-server-address");
+    let own = find(&checks, "audit-relay-server-address");
     let listen = server.addr.to_string();
     assert!(own.value.contains(&listen), "{own:?}");
     assert!(own.value.contains("127.0.0.1:22"), "{own:?}");
@@ -153,7 +149,7 @@ async fn a_lab_allow_list_opens_loopback_and_the_server_itself() {
             .unwrap_or_else(|| panic!("no finding from {name}: {findings:#?}"))
     };
     for name in ["audit-relay-loopback", "audit-relay-server-address"] {
-        let relay = check(&checks, name);
+        let relay = find(&checks, name);
         assert_eq!(relay.status, Status::Fail, "{relay:?}");
         assert!(relay.value.starts_with("accepted: "), "{relay:?}");
         let finding = found(name);
@@ -165,7 +161,7 @@ async fn a_lab_allow_list_opens_loopback_and_the_server_itself() {
         );
         assert!(!finding.title.contains('\n'), "{finding:?}");
     }
-    let loopback = check(&checks, "audit-relay-loopback");
+    let loopback = find(&checks, "audit-relay-loopback");
     assert!(
         loopback.value.contains("127.0.0.1 (ChannelBind)"),
         "{loopback:?}"
@@ -176,7 +172,7 @@ async fn a_lab_allow_list_opens_loopback_and_the_server_itself() {
             .contains("allow-loopback-peers")
     );
     assert!(
-        check(&checks, "audit-relay-server-address")
+        find(&checks, "audit-relay-server-address")
             .value
             .contains(&server.addr.to_string())
     );
@@ -190,7 +186,7 @@ async fn a_lab_allow_list_opens_loopback_and_the_server_itself() {
         "audit-relay-private",
         "audit-relay-metadata",
     ] {
-        assert_eq!(check(&checks, name).status, Status::Pass, "{name}");
+        assert_eq!(find(&checks, name).status, Status::Pass, "{name}");
     }
 }
 
@@ -205,7 +201,7 @@ async fn without_credentials_only_strangers_are_audited() {
         0.0
     );
     for name in RELAY_CHECKS {
-        let relay = check(&checks, name);
+        let relay = find(&checks, name);
         assert_eq!(relay.status, Status::Skip, "{relay:?}");
         let explanation = relay.explanation.as_deref().unwrap_or_default();
         assert!(explanation.contains("credentials"), "{relay:?}");
@@ -217,10 +213,10 @@ async fn a_long_software_attribute_is_disclosure_and_amplification() {
     let software = "icebreaker 0.1.0 (built for the audit test)";
     let server = Server::start(&["--user", "alice:secret", "--software", software]);
     let (checks, findings) = audit(&target(&server), &settings(false)).await;
-    let disclosed = check(&checks, "audit-software");
+    let disclosed = find(&checks, "audit-software");
     assert_eq!(disclosed.status, Status::Fail, "{disclosed:?}");
     assert!(disclosed.value.contains(software), "{disclosed:?}");
-    let amplification = check(&checks, "audit-amplification");
+    let amplification = find(&checks, "audit-amplification");
     assert_eq!(amplification.status, Status::Fail, "{amplification:?}");
     let severities: Vec<(&str, Severity)> = findings
         .iter()
@@ -290,7 +286,7 @@ async fn an_open_relay_is_critical_and_its_allocation_is_released() {
         server: addr,
     };
     let (checks, findings) = audit(&target, &settings(false)).await;
-    let open = check(&checks, "audit-unauthenticated-allocate");
+    let open = find(&checks, "audit-unauthenticated-allocate");
     assert_eq!(open.status, Status::Fail, "{open:?}");
     assert_eq!(open.value, format!("success, relayed {addr}"));
     let critical = findings
@@ -300,5 +296,5 @@ async fn an_open_relay_is_critical_and_its_allocation_is_released() {
     assert_eq!(critical.check, "audit-unauthenticated-allocate");
     assert!(critical.detail.contains("no-auth"), "{critical:?}");
     assert_eq!(released.load(Ordering::SeqCst), 1);
-    assert_eq!(check(&checks, "audit-software").status, Status::Fail);
+    assert_eq!(find(&checks, "audit-software").status, Status::Fail);
 }

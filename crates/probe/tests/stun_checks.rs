@@ -8,12 +8,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ice_probe::report::{Check, Status};
+use ice_probe::report::Status;
 use ice_probe::stun_checks::{BindingInfo, binding, mapping_across, nat_behaviour};
 use ice_probe::{Settings, Target};
 use icebreaker_tests::{Server, free_udp_port};
 use icebreaker_wire::attr::{ErrorCodeAttribute, MappedAddress, XorMappedAddress};
 use icebreaker_wire::{Class, ErrorCode, Message, MessageType, MessageWriter, Method};
+
+mod common;
+use common::{find, metric};
 
 fn target(server: SocketAddr) -> Target {
     Target {
@@ -27,22 +30,6 @@ fn settings(timeout_secs: u64) -> Settings {
         timeout: Duration::from_secs(timeout_secs),
         ..Settings::default()
     }
-}
-
-fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no {name} check in {checks:#?}"))
-}
-
-fn metric(check: &Check, name: &str) -> f64 {
-    check
-        .metrics
-        .iter()
-        .find(|m| m.name == name)
-        .unwrap_or_else(|| panic!("no {name} metric in {check:#?}"))
-        .value
 }
 
 /// `icebreaker serve` on 127.0.0.1 with RFC 5780's second address on 127.0.0.2.

@@ -10,6 +10,9 @@ use ice_probe::{Credentials, LoadSettings, Settings, Target};
 use icebreaker_tests::Server;
 use icebreaker_wire::credentials::RestPassword;
 
+mod common;
+use common::{find, metric};
+
 const SECRET: &str = "probe-test-shared-secret";
 
 fn target(server: &Server) -> Target {
@@ -42,22 +45,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
-    checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no {name} check in {checks:#?}"))
-}
-
-fn metric(check: &Check, name: &str) -> f64 {
-    check
-        .metrics
-        .iter()
-        .find(|m| m.name == name)
-        .unwrap_or_else(|| panic!("no {name} metric in {check:#?}"))
-        .value
 }
 
 fn assert_all_pass(checks: &[Check]) {
