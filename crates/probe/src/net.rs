@@ -89,6 +89,16 @@ impl StunSocket {
         StunSocket::bind(SocketAddr::new(unspecified(server.ip()), 0)).await
     }
 
+    /// A socket that talks to `server` alone: the kernel then reports ICMP port, host or
+    /// network unreachable to it (an unconnected UDP socket never sees them), so a closed
+    /// port fails at once instead of after the whole timeout. For checks whose answers come
+    /// from the server's address only.
+    pub async fn connected_to(server: SocketAddr) -> io::Result<StunSocket> {
+        let socket = StunSocket::for_server(server).await?;
+        socket.socket.connect(server).await?;
+        Ok(socket)
+    }
+
     /// A socket bound to `local`.
     pub async fn bind(local: SocketAddr) -> io::Result<StunSocket> {
         Ok(StunSocket {

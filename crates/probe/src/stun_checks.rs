@@ -7,7 +7,6 @@
 //! pass whenever they could run, and their value says what was found. They skip, with the
 //! reason, when the server cannot support them.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -15,10 +14,9 @@ use icebreaker_wire::attr::{
     AttrType, ChangeRequest, ErrorCodeAttribute, MappedAddress, OtherAddress, ResponseOrigin,
     Software, UnknownAttributes, XorMappedAddress,
 };
-use icebreaker_wire::{Class, ErrorCode, Message, Method, TransactionId};
-use tokio::net::UdpSocket;
+use icebreaker_wire::{Class, ErrorCode, Message, Method};
 
-use crate::net::{self, INITIAL_RTO, Response, StunSocket, TransactError};
+use crate::net::{self, Response, StunSocket, TransactError};
 use crate::report::Check;
 use crate::stats::RttStats;
 use crate::{Settings, Target};
@@ -88,23 +86,14 @@ pub async fn binding(target: &Target, settings: &Settings) -> (Vec<Check>, Optio
             None,
         )
     };
-    let mut socket = match StunSocket::for_server(server).await {
+    let mut socket = match StunSocket::connected_to(server).await {
         Ok(socket) => socket,
         Err(e) => return failed(String::new(), format!("cannot open a UDP socket: {e}")),
     };
     let sent = settings.count.max(1);
     let mut run = Run::default();
     for _ in 0..sent {
-        let outcome = if run.first.is_none() {
-            let watch_id = socket.transaction_id();
-            tokio::select! {
-                error = icmp_error(server, watch_id) => Err(Failure::NoAnswer(error)),
-                outcome = ask(&mut socket, server, NO_CHANGE, settings.timeout) => outcome,
-            }
-        } else {
-            ask(&mut socket, server, NO_CHANGE, settings.timeout).await
-        };
-        match outcome {
+        match ask(&mut socket, server, NO_CHANGE, settings.timeout).await {
             Ok((mapped, response)) => run.record(mapped, &response),
             Err(Failure::NoAnswer(TransactError::Timeout)) if run.first.is_some() => run.lost += 1,
             Err(Failure::NoAnswer(e)) => {
@@ -314,44 +303,6 @@ async fn local_address(socket: &StunSocket, server: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-/// Sends Binding requests to `server` from a connected socket, retransmitting as a
-/// transaction does, and resolves only with the ICMP error that comes back: port, host or
-/// network unreachable. Without IP_RECVERR the kernel reports ICMP errors only to connected
-/// UDP sockets, and [`StunSocket`] is not connected, so this races the first request to tell
-/// "nothing listens" at once instead of after the whole timeout.
-async fn icmp_error(server: SocketAddr, id: TransactionId) -> TransactError {
-    let watch = async {
-        let socket = UdpSocket::bind(SocketAddr::new(net::unspecified(server.ip()), 0)).await?;
-        socket.connect(server).await?;
-        let request = net::binding_request(id, NO_CHANGE, None)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut buf = [0u8; 1500];
-        let mut rto = INITIAL_RTO;
-        loop {
-            socket.send(&request).await?;
-            match tokio::time::timeout(rto, socket.recv(&mut buf)).await {
-                Ok(Err(e)) => return Err::<(), io::Error>(e),
-                // The server answers: leave the result to the transaction.
-                Ok(Ok(_)) => std::future::pending::<()>().await,
-                Err(_) => rto = rto.saturating_mul(2),
-            }
-        }
-    };
-    match watch.await {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
-            ) =>
-        {
-            TransactError::Io(e)
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => TransactError::PortUnreachable,
-        // Not an answer from the network: the transaction decides.
-        _ => std::future::pending().await,
-    }
-}
-
 /// Why one Binding request got no usable answer.
 enum Failure {
     NoAnswer(TransactError),
@@ -523,7 +474,7 @@ fn explain_binding_refusal(refusal: &Refusal) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use icebreaker_wire::{MessageType, MessageWriter};
+    use icebreaker_wire::{MessageType, MessageWriter, TransactionId};
 
     use super::*;
 
