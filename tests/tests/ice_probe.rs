@@ -194,6 +194,24 @@ fn a_closed_port_is_explained_and_usage_errors_exit_2() {
     }
 }
 
+#[test]
+fn a_name_is_resolved_first() {
+    let server = Server::start(&[]);
+    let (code, report) = probe_json(&[&format!("stun:localhost:{}", server.addr.port())]);
+    let resolve = check(&report, "resolve");
+    assert_eq!(resolve["status"], "pass", "{report:#}");
+    // IPv4 first: the server listens on 127.0.0.1 only.
+    assert!(
+        resolve["value"]
+            .as_str()
+            .unwrap()
+            .contains("(probing 127.0.0.1)"),
+        "{resolve:#}"
+    );
+    assert_eq!(check(&report, "binding")["status"], "pass");
+    assert_eq!(code, 0);
+}
+
 /// A coturn `turnserver` on loopback, stopped by its PID when dropped.
 struct Coturn {
     child: Child,
