@@ -238,8 +238,13 @@ pub enum TurnEvent {
     },
     /// A Refresh failed: the allocation is lost and the client is [`TurnState::Failed`].
     RefreshFailed(TurnError),
-    /// The allocation was released (or the server no longer had it).
-    Deallocated,
+    /// The allocation is released as far as this client is concerned; the server expires
+    /// it anyway if it did not hear.
+    Deallocated {
+        /// Why the server did not confirm the release: no answer, or an error other than 437
+        /// (no such allocation, which is what a release wants). `None` once it confirmed.
+        unconfirmed: Option<TurnError>,
+    },
 }
 
 /// A request and what it is about.
@@ -793,7 +798,8 @@ impl TurnClient {
             Request::Refresh { lifetime: 0 } => {
                 self.reset();
                 self.state = TurnState::Deallocated;
-                self.events.push_back(TurnEvent::Deallocated);
+                self.events
+                    .push_back(TurnEvent::Deallocated { unconfirmed: None });
             }
             Request::Refresh { lifetime } => {
                 let granted = match message.get::<Lifetime>() {
@@ -900,7 +906,10 @@ impl TurnClient {
             Request::Refresh { lifetime: 0 } => {
                 self.reset();
                 self.state = TurnState::Deallocated;
-                self.events.push_back(TurnEvent::Deallocated);
+                let gone = error.code() == Some(ErrorCode::ALLOCATION_MISMATCH.code());
+                self.events.push_back(TurnEvent::Deallocated {
+                    unconfirmed: (!gone).then_some(error),
+                });
             }
             Request::Refresh { .. } => {
                 let lost = self.allocation.take();

@@ -1077,7 +1077,7 @@ fn deallocate_releases_the_allocation() {
     );
     net.flush();
 
-    assert_eq!(net.events, [TurnEvent::Deallocated]);
+    assert_eq!(net.events, [TurnEvent::Deallocated { unconfirmed: None }]);
     assert_eq!(net.client.state(), TurnState::Deallocated);
     let (_, refresh) = *net.requests(Method::REFRESH).last().unwrap();
     assert_eq!(refresh.get::<Lifetime>().unwrap(), Some(Lifetime(0)));
@@ -1090,12 +1090,34 @@ fn deallocate_releases_the_allocation() {
         None
     );
     net.advance(Duration::from_secs(3600));
-    assert_eq!(net.events, [TurnEvent::Deallocated], "nothing more happens");
+    assert_eq!(
+        net.events,
+        [TurnEvent::Deallocated { unconfirmed: None }],
+        "nothing more happens"
+    );
 
     // Deallocating twice does nothing; allocating again starts afresh.
     net.client.deallocate(net.now, &mut net.rng);
     assert_eq!(net.client.poll_transmit(), None);
     net.allocate();
+}
+
+#[test]
+fn a_release_the_server_never_answers_ends_unconfirmed() {
+    let mut net = Net::new();
+    net.allocate();
+    net.events.clear();
+    net.lose_answers = usize::MAX;
+    net.client.deallocate(net.now, &mut net.rng);
+    net.flush();
+    net.advance(Duration::from_secs(60));
+    assert_eq!(
+        net.events,
+        [TurnEvent::Deallocated {
+            unconfirmed: Some(TurnError::Timeout)
+        }]
+    );
+    assert_eq!(net.client.state(), TurnState::Deallocated);
 }
 
 #[test]
@@ -1109,7 +1131,7 @@ fn deallocating_before_the_allocate_is_answered_still_ends() {
         net.errors(Method::REFRESH, ErrorCode::ALLOCATION_MISMATCH),
         1
     );
-    assert_eq!(net.events, [TurnEvent::Deallocated]);
+    assert_eq!(net.events, [TurnEvent::Deallocated { unconfirmed: None }]);
     assert_eq!(net.client.state(), TurnState::Deallocated);
     assert_eq!(net.server.allocation_count(), 0);
 }

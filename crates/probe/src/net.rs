@@ -382,9 +382,15 @@ impl TurnSession {
     /// Releases the allocation (Refresh with LIFETIME 0) and waits for the answer.
     pub async fn deallocate(&mut self) -> Result<(), TurnError> {
         self.client.deallocate(Instant::now(), &mut self.rng);
-        self.until(|e| matches!(e, TurnEvent::Deallocated))
-            .await
-            .map(|_| ())
+        match self
+            .until(|e| matches!(e, TurnEvent::Deallocated { .. }))
+            .await?
+        {
+            TurnEvent::Deallocated {
+                unconfirmed: Some(error),
+            } => Err(error),
+            _ => Ok(()),
+        }
     }
 
     /// Sends `data` to `peer` through the relay: ChannelData once a channel is bound, a Send
