@@ -506,7 +506,7 @@ fn usage_errors_exit_2_with_a_reason() {
                 "--password",
                 "p",
             ],
-            "TCP is not supported yet",
+            "TURN over TCP",
         ),
         (
             &[
