@@ -113,6 +113,27 @@ impl ServerUri {
     }
 }
 
+impl ServerUri {
+    /// Parses `text` and refuses every transport but UDP with an error naming `program`,
+    /// for programs that do not speak TCP or TLS yet.
+    pub fn parse_udp_only(text: &str, program: &str) -> Result<ServerUri, UriError> {
+        let uri: ServerUri = text.parse()?;
+        match uri.transport {
+            Transport::Udp => Ok(uri),
+            Transport::Tls => Err(error(format!(
+                "{text:?}: {program} does not speak STUN or TURN over TLS ({}:) yet (UDP only); \
+                 use {}: over UDP",
+                uri.scheme_name(),
+                &uri.scheme_name()[..4]
+            ))),
+            Transport::Tcp => Err(error(format!(
+                "{text:?}: {program} does not speak TURN over TCP yet (UDP only); use \
+                 ?transport=udp or no query"
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for ServerUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.scheme_name(), self.host, self.port)?;
@@ -355,6 +376,24 @@ mod tests {
             assert_eq!(ok(text).to_string(), text);
             assert_eq!(ok(&ok(text).to_string()), ok(text));
         }
+    }
+
+    #[test]
+    fn udp_only_programs_refuse_tcp_and_tls_by_name() {
+        assert_eq!(
+            ServerUri::parse_udp_only("turn:h?transport=udp", "x").unwrap(),
+            ok("turn:h")
+        );
+        let tcp = ServerUri::parse_udp_only("turn:h?transport=tcp", "prog").unwrap_err();
+        assert!(
+            tcp.to_string()
+                .contains("prog does not speak TURN over TCP"),
+            "{tcp}"
+        );
+        let tls = ServerUri::parse_udp_only("turns:h", "prog").unwrap_err();
+        assert!(tls.to_string().contains("over TLS (turns:)"), "{tls}");
+        assert!(tls.to_string().contains("use turn: over UDP"), "{tls}");
+        assert!(ServerUri::parse_udp_only("http:h", "prog").is_err());
     }
 
     #[test]

@@ -32,18 +32,7 @@ pub fn parse_turn(text: &str) -> Result<ServerUri, UriError> {
 }
 
 fn parse_udp(text: &str) -> Result<ServerUri, UriError> {
-    let uri: ServerUri = text.parse()?;
-    match uri.transport {
-        Transport::Udp => Ok(uri),
-        Transport::Tls => Err(UriError::new(format!(
-            "{text:?}: ice-peer does not speak STUN or TURN over TLS ({}:) yet; use {}: over UDP",
-            uri.scheme_name(),
-            &uri.scheme_name()[..4]
-        ))),
-        Transport::Tcp => Err(UriError::new(format!(
-            "{text:?}: ice-peer does not speak TURN over TCP yet; use ?transport=udp or no query"
-        ))),
-    }
+    ServerUri::parse_udp_only(text, "ice-peer")
 }
 
 /// The server's addresses: the literal, or for a name its first IPv4 and first IPv6 address

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
-use icebreaker_ice::uri::{ServerUri, Transport, UriError};
+use icebreaker_ice::uri::{ServerUri, UriError};
 use icebreaker_wire::credentials::RestPassword;
 
 use crate::{Credentials, LoadSettings, Settings};
@@ -193,20 +193,10 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// A URI of any RFC 7064/7065 form that this probe speaks: UDP for now.
+/// A URI of any RFC 7064/7065 form that this probe speaks: UDP for now (TCP and TLS come
+/// with the server's support for them).
 fn parse_uri(text: &str) -> Result<ServerUri, UriError> {
-    let uri: ServerUri = text.parse()?;
-    match uri.transport {
-        Transport::Udp => Ok(uri),
-        Transport::Tcp | Transport::Tls => Err(UriError::new(format!(
-            "{text:?}: this ice-probe checks STUN and TURN over UDP only; {} comes with the \
-             server's support for it",
-            match uri.transport {
-                Transport::Tls => "TLS (stuns:, turns:)",
-                _ => "TCP (?transport=tcp)",
-            }
-        ))),
-    }
+    ServerUri::parse_udp_only(text, "ice-probe")
 }
 
 fn parse_secs(text: &str, min: f64, max: f64) -> Result<Duration, String> {
