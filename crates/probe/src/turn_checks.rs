@@ -228,14 +228,9 @@ impl Run<'_> {
 
     /// Datagrams from the first allocation to the second in Send indications.
     async fn relay_data(&mut self, first: &mut Allocation, second: &mut Allocation) {
-        let exchanged = exchange(
-            &mut first.session,
-            &mut second.session,
-            second.relayed,
-            self.settings.packets,
-        )
-        .await;
-        let check = self.exchange_check("relay-data", String::new(), exchanged, first.relayed);
+        let check = self
+            .measure("relay-data", String::new(), first, second)
+            .await;
         self.checks.push(check);
     }
 
@@ -254,6 +249,23 @@ impl Run<'_> {
             }
         };
         let bind_seconds = started.elapsed().as_secs_f64();
+        let prefix = format!("channel {:#06x}, ", channel.value());
+        let check = self
+            .measure("channel-data", prefix, first, second)
+            .await
+            .with_metric("channel_bind_seconds", bind_seconds);
+        self.checks.push(check);
+    }
+
+    /// `--packets` datagrams from the first allocation to the second, however the first
+    /// sends them, as check `name`.
+    async fn measure(
+        &self,
+        name: &str,
+        prefix: String,
+        first: &mut Allocation,
+        second: &mut Allocation,
+    ) -> Check {
         let exchanged = exchange(
             &mut first.session,
             &mut second.session,
@@ -261,11 +273,7 @@ impl Run<'_> {
             self.settings.packets,
         )
         .await;
-        let prefix = format!("channel {:#06x}, ", channel.value());
-        let check = self
-            .exchange_check("channel-data", prefix, exchanged, first.relayed)
-            .with_metric("channel_bind_seconds", bind_seconds);
-        self.checks.push(check);
+        self.exchange_check(name, prefix, exchanged, first.relayed)
     }
 
     /// The check for an exchange: pass with the RTT and loss, fail when nothing came through
