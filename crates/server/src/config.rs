@@ -34,14 +34,46 @@ pub const LIFETIME_CAP: u32 = 3600;
 /// How many channel numbers exist (0x4000..=0x4FFF, RFC 8656 §12).
 pub const CHANNEL_NUMBERS: u32 = 0x1000;
 
+/// The smallest `max-frame`: an Allocate with every attribute a client sends fits.
+pub const MIN_FRAME: u32 = 1024;
+
+/// The largest `max-frame`: a STUN header and the longest body its 16-bit length can say.
+pub const MAX_FRAME: u32 = 20 + 65_535;
+
+/// The TLS port of RFC 8656 §18 (`turns:`), used for `tls-listen` when only a certificate is
+/// configured.
+pub const DEFAULT_TLS_PORT: u16 = 5349;
+
 /// The effective configuration. Build it with [`Config::load`]: deserializing it directly
 /// skips the rules that involve a limit or two keys.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// Addresses to listen on for STUN and TURN over UDP (TCP later). Default
-    /// `["0.0.0.0:3478"]`. Flag `--listen ADDR`, repeatable.
+    /// Addresses to listen on for STUN and TURN, over UDP and TCP on the same port (as
+    /// coturn does). Default `["0.0.0.0:3478"]`. Flag `--listen ADDR`, repeatable.
     pub listen: Vec<SocketAddr>,
+
+    /// Addresses to listen on for STUN and TURN over TLS. Default none; with `tls-cert` and
+    /// `tls-key` set, each `listen` IP on port 5349 (RFC 8656 §18). Port 443 gets through
+    /// firewalls that allow only HTTPS. Flag `--tls-listen ADDR`, repeatable.
+    pub tls_listen: Vec<SocketAddr>,
+
+    /// The TLS certificate chain, PEM, leaf first. Read again on SIGHUP and when the file
+    /// changes; open connections keep their session. Default none. Flag `--tls-cert FILE`.
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1). Default none. Flag `--tls-key FILE`.
+    pub tls_key: Option<PathBuf>,
+
+    /// Expect a PROXY protocol v2 header at the start of every TCP and TLS connection, from a
+    /// load balancer in front of the server, and take the client's address from it.
+    /// Connections without one are closed. Default false. Flag `--proxy-protocol [BOOL]`.
+    pub proxy_protocol: bool,
+
+    /// Other servers to send clients to, with 300 (Try Alternate) and ALTERNATE-SERVER, when
+    /// an Allocate finds this one at capacity or draining. Default none: 508 instead. Flag
+    /// `--alternate-server ADDR`, repeatable.
+    pub alternate_servers: Vec<SocketAddr>,
 
     /// The REALM of long-term credentials (RFC 8489 §9.2). Default `"icebreaker"`. Flag
     /// `--realm`.
@@ -136,6 +168,24 @@ pub struct Config {
     /// with a fresh one. Default 600. Flag `--nonce-lifetime`.
     pub nonce_lifetime: u32,
 
+    /// TCP and TLS connections open at once; more are closed as soon as they are accepted.
+    /// Default 10000. Flag `--max-connections`.
+    pub max_connections: u32,
+
+    /// Seconds a TCP or TLS connection without an allocation may stay silent before it is
+    /// closed; a connection with an allocation lives as long as its allocation. Default 60.
+    /// Flag `--idle-timeout`.
+    pub idle_timeout: u32,
+
+    /// Seconds a TCP or TLS connection may hold half a frame before it is closed (slowloris).
+    /// Default 10. Flag `--frame-timeout`.
+    pub frame_timeout: u32,
+
+    /// The longest STUN message or ChannelData frame accepted on TCP and TLS, in bytes; a
+    /// longer length field closes the connection. Default 16384: any datagram a network path
+    /// carries, jumbo frames included. Flag `--max-frame`.
+    pub max_frame: u32,
+
     /// Seconds the server keeps relaying for existing allocations after SIGTERM, while it
     /// refuses new ones; then it exits. Default 30. Flag `--drain-timeout`.
     pub drain_timeout: u32,
@@ -150,6 +200,11 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            proxy_protocol: false,
+            alternate_servers: Vec::new(),
             realm: "icebreaker".to_owned(),
             users: Vec::new(),
             auth_secrets: Vec::new(),
@@ -171,6 +226,10 @@ impl Default for Config {
             max_lifetime: LIFETIME_CAP,
             default_lifetime: 600,
             nonce_lifetime: 600,
+            max_connections: 10_000,
+            idle_timeout: 60,
+            frame_timeout: 10,
+            max_frame: 16_384,
             drain_timeout: 30,
             rfc5766_channels: false,
         }
@@ -242,6 +301,21 @@ impl Config {
             .unwrap_or(NonZeroUsize::MIN)
     }
 
+    /// The TLS listen addresses in effect: `tls-listen`, or, with a certificate and no
+    /// `tls-listen`, each `listen` IP on port 5349.
+    pub fn effective_tls_listen(&self) -> Vec<SocketAddr> {
+        if !self.tls_listen.is_empty() || self.tls_cert.is_none() {
+            return self.tls_listen.clone();
+        }
+        let mut addresses: Vec<SocketAddr> = self
+            .listen
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), DEFAULT_TLS_PORT))
+            .collect();
+        addresses.dedup();
+        addresses
+    }
+
     /// Legal but probably unintended settings, one sentence each, for the operator to see.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -267,6 +341,22 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let mut out = Printer(String::new());
         out.list("listen", self.listen.iter().map(quote));
+        out.list("tls-listen", self.tls_listen.iter().map(quote));
+        out.optional(
+            "tls-cert",
+            self.tls_cert.as_ref().map(|p| quote(p.display())),
+            "no TLS",
+        );
+        out.optional(
+            "tls-key",
+            self.tls_key.as_ref().map(|p| quote(p.display())),
+            "no TLS",
+        );
+        out.raw("proxy-protocol", self.proxy_protocol);
+        out.list(
+            "alternate-servers",
+            self.alternate_servers.iter().map(quote),
+        );
         out.raw("realm", quote(&self.realm));
         out.list("users", self.users.iter().map(|u| quote(u.redacted())));
         out.list(
@@ -309,6 +399,10 @@ impl Config {
         out.raw("max-lifetime", self.max_lifetime);
         out.raw("default-lifetime", self.default_lifetime);
         out.raw("nonce-lifetime", self.nonce_lifetime);
+        out.raw("max-connections", self.max_connections);
+        out.raw("idle-timeout", self.idle_timeout);
+        out.raw("frame-timeout", self.frame_timeout);
+        out.raw("max-frame", self.max_frame);
         out.raw("drain-timeout", self.drain_timeout);
         out.0.push_str("\n# Compatibility\n");
         out.raw("rfc5766-channels", self.rfc5766_channels);
@@ -381,17 +475,21 @@ impl Config {
                 }
             )*};
         }
-        list!(listen => "listen", users => "users", auth_secrets => "auth-secrets",
-              allow_peers => "allow-peers", deny_peers => "deny-peers");
+        list!(listen => "listen", tls_listen => "tls-listen", users => "users",
+              auth_secrets => "auth-secrets", allow_peers => "allow-peers",
+              deny_peers => "deny-peers", alternate_servers => "alternate-servers");
         optional!(relay_ip => "relay-ip", external_ip => "external-ip",
                   other_address => "other-address", metrics => "metrics", threads => "threads",
-                  software => "software");
+                  software => "software", tls_cert => "tls-cert", tls_key => "tls-key");
         value!(realm => "realm", relay_ports => "relay-ports", log_level => "log-level",
                user_quota => "user-quota", total_quota => "total-quota",
                max_permissions => "max-permissions", max_channels => "max-channels",
                max_bandwidth => "max-bandwidth", max_lifetime => "max-lifetime",
                default_lifetime => "default-lifetime", nonce_lifetime => "nonce-lifetime",
-               drain_timeout => "drain-timeout", rfc5766_channels => "rfc5766-channels");
+               drain_timeout => "drain-timeout", rfc5766_channels => "rfc5766-channels",
+               proxy_protocol => "proxy-protocol", max_connections => "max-connections",
+               idle_timeout => "idle-timeout", frame_timeout => "frame-timeout",
+               max_frame => "max-frame");
         set
     }
 
@@ -438,10 +536,40 @@ impl Config {
             ("total-quota", self.total_quota),
             ("max-permissions", self.max_permissions),
             ("nonce-lifetime", self.nonce_lifetime),
+            ("max-connections", self.max_connections),
+            ("idle-timeout", self.idle_timeout),
+            ("frame-timeout", self.frame_timeout),
         ] {
             if value == 0 {
                 return fail(key, "must be at least 1");
             }
+        }
+        if !(MIN_FRAME..=MAX_FRAME).contains(&self.max_frame) {
+            return Err((
+                "max-frame",
+                format!(
+                    "must be {MIN_FRAME} to {MAX_FRAME} bytes: room for any TURN request, and no \
+                     more than a length field can say"
+                ),
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return fail("tls-key", "tls-cert needs tls-key"),
+            (None, Some(_)) => return fail("tls-cert", "tls-key needs tls-cert"),
+            (None, None) if !self.tls_listen.is_empty() => {
+                return fail("tls-listen", "needs tls-cert and tls-key");
+            }
+            _ => {}
+        }
+        if let Some(addr) = self
+            .alternate_servers
+            .iter()
+            .find(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err((
+                "alternate-servers",
+                format!("{addr} must be one address with a port"),
+            ));
         }
         if self.max_channels > CHANNEL_NUMBERS {
             return fail(
@@ -469,6 +597,7 @@ fn flag_name(key: &str) -> &str {
         "auth-secrets" => "auth-secret",
         "allow-peers" => "allow-peer",
         "deny-peers" => "deny-peer",
+        "alternate-servers" => "alternate-server",
         key => key,
     }
 }

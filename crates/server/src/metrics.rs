@@ -233,7 +233,7 @@ const TRANSPORTS: [ClientTransport; 4] = [
     ClientTransport::Dtls,
 ];
 
-const DELETE_REASONS: [&str; 2] = ["refresh", "expired"];
+const DELETE_REASONS: [&str; 3] = ["refresh", "expired", "connection-closed"];
 
 const AUTH_REASONS: usize = AuthFailure::ALL.len();
 
@@ -294,6 +294,7 @@ fn delete_slot(reason: DeleteReason) -> usize {
     match reason {
         DeleteReason::Refresh => 0,
         DeleteReason::Expired => 1,
+        DeleteReason::ConnectionClosed => 2,
     }
 }
 

@@ -70,6 +70,8 @@ pub enum DeleteReason {
     Refresh,
     /// Its lifetime ran out.
     Expired,
+    /// The client's TCP or TLS connection closed: its 5-tuple is gone (RFC 8656 §3.1).
+    ConnectionClosed,
 }
 
 /// Something that happened, for logs and metrics.
@@ -223,6 +225,19 @@ impl TurnServer {
     /// Stops granting new allocations (answered with 508); existing ones keep being served.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// Whether `five_tuple` holds an allocation.
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.by_five_tuple.contains_key(five_tuple)
+    }
+
+    /// The client's stream connection closed: its allocation, if any, is deleted and its relay
+    /// port released, since no later request can arrive on that 5-tuple.
+    pub fn connection_closed(&mut self, five_tuple: &FiveTuple, sockets: &mut dyn RelaySockets) {
+        if let Some(&index) = self.by_five_tuple.get(five_tuple) {
+            self.delete(index, DeleteReason::ConnectionClosed, sockets);
+        }
     }
 
     /// Allocations held by this core.

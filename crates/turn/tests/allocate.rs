@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use icebreaker_turn::{ClientAction, DeleteReason, Event, Quotas};
+use icebreaker_turn::{ClientAction, ClientTransport, DeleteReason, Event, Quotas};
 use icebreaker_wire::attr::{
     AdditionalAddressFamily, AddressErrorCode, AddressFamily, AnyAttribute, AttrType, EvenPort,
     Lifetime, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, RequestedAddressFamily,
@@ -504,6 +504,44 @@ fn refresh_with_another_family_is_a_mismatch() {
         )],
     );
     assert_error(&reply, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+}
+
+#[test]
+fn a_closed_stream_connection_deletes_its_allocation_and_no_other() {
+    let mut h = Harness::new();
+    let mut alice = Client::alice();
+    alice.five_tuple.transport = ClientTransport::Tcp;
+    let mut bob = Client::bob();
+    bob.five_tuple.transport = ClientTransport::Tcp;
+    let alice_relay = h.allocate(&mut alice);
+    let bob_relay = h.allocate(&mut bob);
+    assert!(h.server.has_allocation(&alice.five_tuple));
+
+    h.server
+        .connection_closed(&alice.five_tuple, &mut h.sockets);
+    h.drain();
+    assert!(!h.server.has_allocation(&alice.five_tuple));
+    assert!(
+        !h.sockets.bound.contains(&alice_relay),
+        "the port is released"
+    );
+    assert!(
+        h.sockets.bound.contains(&bob_relay),
+        "bob's allocation lives on"
+    );
+    assert_eq!(h.quotas.total(), 1);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::AllocationDeleted {
+            reason: DeleteReason::ConnectionClosed,
+            ..
+        }
+    )));
+
+    // A connection without an allocation closing changes nothing.
+    h.server
+        .connection_closed(&alice.five_tuple, &mut h.sockets);
+    assert_eq!(h.server.allocation_count(), 1);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 
@@ -17,6 +18,40 @@ pub struct Flags {
     /// Address to listen on (repeatable) [default: 0.0.0.0:3478]
     #[arg(long = "listen", value_name = "ADDR", help_heading = "Configuration")]
     pub listen: Vec<SocketAddr>,
+
+    /// Address to listen on for TLS (repeatable) [default: each listen IP on 5349 when a certificate is set]
+    #[arg(
+        long = "tls-listen",
+        value_name = "ADDR",
+        help_heading = "Configuration"
+    )]
+    pub tls_listen: Vec<SocketAddr>,
+
+    /// TLS certificate chain, PEM; reloaded on SIGHUP and when it changes
+    #[arg(long, value_name = "FILE", help_heading = "Configuration")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key, PEM
+    #[arg(long, value_name = "FILE", help_heading = "Configuration")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Expect a PROXY protocol v2 header on every TCP and TLS connection [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        help_heading = "Configuration"
+    )]
+    pub proxy_protocol: Option<bool>,
+
+    /// Server to redirect Allocate to (300) when at capacity or draining (repeatable)
+    #[arg(
+        long = "alternate-server",
+        value_name = "ADDR",
+        help_heading = "Configuration"
+    )]
+    pub alternate_servers: Vec<SocketAddr>,
 
     /// Realm for long-term credentials [default: icebreaker]
     #[arg(long, value_name = "REALM", help_heading = "Configuration")]
@@ -117,6 +152,22 @@ pub struct Flags {
     /// Seconds a NONCE stays valid [default: 600]
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub nonce_lifetime: Option<u32>,
+
+    /// TCP and TLS connections open at once [default: 10000]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub max_connections: Option<u32>,
+
+    /// Seconds a TCP/TLS connection without allocation may stay silent [default: 60]
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub idle_timeout: Option<u32>,
+
+    /// Seconds a TCP/TLS connection may hold half a frame [default: 10]
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub frame_timeout: Option<u32>,
+
+    /// Longest frame on TCP/TLS, in bytes [default: 16384]
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub max_frame: Option<u32>,
 
     /// Seconds to let allocations finish after SIGTERM [default: 30]
     #[arg(long, value_name = "SECS", help_heading = "Limits")]

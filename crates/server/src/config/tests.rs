@@ -168,6 +168,25 @@ fn every_key_has_a_flag() {
             "--drain-timeout",
             "7",
             "--rfc5766-channels",
+            "--tls-listen",
+            "127.0.0.1:5349",
+            "--tls-listen",
+            "127.0.0.1:443",
+            "--tls-cert",
+            "/etc/icebreaker/cert.pem",
+            "--tls-key",
+            "/etc/icebreaker/key.pem",
+            "--proxy-protocol",
+            "--alternate-server",
+            "203.0.113.20:3478",
+            "--max-connections",
+            "50",
+            "--idle-timeout",
+            "30",
+            "--frame-timeout",
+            "4",
+            "--max-frame",
+            "2048",
         ]),
     )
     .unwrap();
@@ -212,6 +231,45 @@ fn every_key_has_a_flag() {
     assert_eq!((config.max_lifetime, config.default_lifetime), (1800, 300));
     assert_eq!((config.nonce_lifetime, config.drain_timeout), (120, 7));
     assert!(config.rfc5766_channels);
+    assert_eq!(config.tls_listen.len(), 2);
+    assert_eq!(config.effective_tls_listen(), config.tls_listen);
+    assert_eq!(
+        config.tls_cert.as_deref(),
+        Some(Path::new("/etc/icebreaker/cert.pem"))
+    );
+    assert_eq!(
+        config.tls_key.as_deref(),
+        Some(Path::new("/etc/icebreaker/key.pem"))
+    );
+    assert!(config.proxy_protocol);
+    assert_eq!(
+        config.alternate_servers,
+        ["203.0.113.20:3478".parse().unwrap()]
+    );
+    assert_eq!(config.max_connections, 50);
+    assert_eq!((config.idle_timeout, config.frame_timeout), (30, 4));
+    assert_eq!(config.max_frame, 2048);
+}
+
+#[test]
+fn tls_listens_on_5349_by_default_once_a_certificate_is_set() {
+    let config = load("", &[]).unwrap();
+    assert!(
+        config.effective_tls_listen().is_empty(),
+        "no TLS by default"
+    );
+    let config = load(
+        "listen = [\"127.0.0.1:3478\", \"[::1]:3478\"]\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        config.effective_tls_listen(),
+        [
+            "127.0.0.1:5349".parse::<SocketAddr>().unwrap(),
+            "[::1]:5349".parse().unwrap()
+        ]
+    );
 }
 
 /// Every key `to_toml` prints, commented out or not.
@@ -235,7 +293,7 @@ fn printed_keys() -> BTreeSet<String> {
 #[test]
 fn keys_and_flags_match() {
     let keys = printed_keys();
-    assert_eq!(keys.len(), 24, "{keys:?}");
+    assert_eq!(keys.len(), 33, "{keys:?}");
     let flags: BTreeSet<String> = Cli::command()
         .get_arguments()
         .filter_map(|arg| arg.get_long())
@@ -381,6 +439,36 @@ fn rules_across_values() {
         "",
         &["--external-ip", "0.0.0.0"],
         "--external-ip: must be one address, not the unspecified address",
+    );
+    check(
+        "tls-cert = \"c.pem\"",
+        &[],
+        "tls-key: tls-cert needs tls-key",
+    );
+    check(
+        "",
+        &["--tls-key", "k.pem"],
+        "tls-cert: tls-key needs tls-cert",
+    );
+    check(
+        "",
+        &["--tls-listen", "127.0.0.1:5349"],
+        "--tls-listen: needs tls-cert and tls-key",
+    );
+    check(
+        "",
+        &["--max-frame", "100"],
+        "--max-frame: must be 1024 to 65555 bytes: room for any TURN request, and no more than a length field can say",
+    );
+    check(
+        "",
+        &["--frame-timeout", "0"],
+        "--frame-timeout: must be at least 1",
+    );
+    check(
+        "",
+        &["--alternate-server", "0.0.0.0:3478"],
+        "--alternate-server: 0.0.0.0:3478 must be one address with a port",
     );
     // A valid flag fixes an invalid file value.
     assert!(
