@@ -135,6 +135,11 @@ pub struct TurnClientConfig {
     pub lifetime: Duration,
     /// Retransmission timing.
     pub timing: TurnTiming,
+    /// Whether the transport to the server is a TCP or TLS stream: each request is then sent
+    /// once and fails after [`TurnTiming::transaction_timeout`] (RFC 8489 §6.2.2), and
+    /// ChannelData is padded to a multiple of 4 bytes (RFC 8656 §12.5). The caller frames
+    /// what it reads with [`icebreaker_wire::framing::frame`].
+    pub reliable: bool,
 }
 
 impl TurnClientConfig {
@@ -151,6 +156,7 @@ impl TurnClientConfig {
             password: password.into(),
             lifetime: Duration::from_secs(600),
             timing: TurnTiming::default(),
+            reliable: false,
         }
     }
 }
@@ -163,6 +169,7 @@ impl fmt::Debug for TurnClientConfig {
             .field("password", &"<redacted>")
             .field("lifetime", &self.lifetime)
             .field("timing", &self.timing)
+            .field("reliable", &self.reliable)
             .finish()
     }
 }
@@ -482,9 +489,14 @@ impl TurnClient {
             return Err(TurnSendError::NotAllocated);
         }
         if let Some(channel) = self.channels.iter().find(|c| c.peer == peer && c.confirmed) {
-            // Over UDP ChannelData needs no padding (RFC 8656 §12.5).
-            let mut buf = vec![0u8; 4 + data.len()];
-            let len = write_channel_data(&mut buf, channel.number, data, Transport::Datagram)
+            // Over UDP ChannelData needs no padding; over a stream it does (RFC 8656 §12.5).
+            let transport = if self.config.reliable {
+                Transport::Stream
+            } else {
+                Transport::Datagram
+            };
+            let mut buf = vec![0u8; 4 + data.len().next_multiple_of(4)];
+            let len = write_channel_data(&mut buf, channel.number, data, transport)
                 .map_err(|_| TurnSendError::TooLarge(data.len()))?;
             buf.truncate(len);
             return Ok(buf);
@@ -955,12 +967,19 @@ impl TurnClient {
             return self.fail(request, TurnError::Encode);
         };
         self.transmits.push_back(bytes.clone());
+        let timing = self.config.timing;
+        // A stream delivers or breaks: no retransmission, one wait as long as UDP's whole.
+        let (sent, wait) = if self.config.reliable {
+            (timing.transmissions(), timing.transaction_timeout())
+        } else {
+            (1, timing.wait_after(1))
+        };
         self.transactions.push(Transaction {
             id,
             request,
             bytes,
-            sent: 1,
-            deadline: later(now, self.config.timing.wait_after(1)),
+            sent,
+            deadline: later(now, wait),
             signed: self.credentials.is_some(),
             stale_retries,
         });

@@ -929,6 +929,43 @@ fn a_server_that_never_answers_fails_the_allocation_after_39_5_seconds() {
 }
 
 #[test]
+fn over_a_stream_requests_are_sent_once_and_time_out_after_39_5_seconds() {
+    let mut client = client_config("secret");
+    client.reliable = true;
+    let mut net = Net::with(server_config(REALM), Quotas::new(100, 10), client);
+    net.blackhole = true;
+    net.client.allocate(net.now, &mut net.rng);
+    net.flush();
+    net.advance(Duration::from_millis(39_499));
+    assert_eq!(net.sent.len(), 1, "a stream never needs a retransmission");
+    assert_eq!(net.client.state(), TurnState::Allocating);
+    net.advance(Duration::from_millis(1));
+    assert_eq!(
+        net.events,
+        [TurnEvent::AllocationFailed(TurnError::Timeout)]
+    );
+}
+
+#[test]
+fn over_a_stream_channel_data_is_padded_both_ways() {
+    let mut client = client_config("secret");
+    client.reliable = true;
+    let mut net = Net::with(server_config(REALM), Quotas::new(100, 10), client);
+    net.five_tuple.transport = ClientTransport::Tcp;
+    let relay = net.allocate();
+    net.create_permission(PEER);
+    net.bind_channel(PEER);
+    let packet = net.send(PEER, b"hello");
+    assert_eq!(packet.len(), 12, "4 header bytes, 5 of data, 3 of padding");
+    assert_eq!(&packet[9..], &[0, 0, 0]);
+    assert!(net.peer_got(relay, PEER, b"hello"));
+    assert!(
+        net.peer_sends(relay, PEER, b"world!"),
+        "the server's padded ChannelData is read back"
+    );
+}
+
+#[test]
 fn a_refresh_that_goes_unanswered_loses_the_allocation() {
     let mut client = client_config("secret");
     client.timing = TurnTiming {
