@@ -211,6 +211,40 @@ pub fn missing(requirement: &str, why: &str) {
     eprintln!("skipped: {requirement}: {why}");
 }
 
+/// A self-signed certificate and its key, written as PEM files, for TLS tests: the server
+/// loads the files and the client trusts `cert_pem`.
+pub struct TestCertificate {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key (ECDSA P-256, PKCS#8), PEM.
+    pub key_pem: String,
+    /// Where the certificate was written.
+    pub cert_path: PathBuf,
+    /// Where the key was written.
+    pub key_path: PathBuf,
+}
+
+/// Makes a self-signed certificate valid for `names` (DNS names or IP addresses) and writes it
+/// into `dir` as `cert.pem` and `key.pem`.
+pub fn test_certificate(dir: &std::path::Path, names: &[&str]) -> TestCertificate {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let certified = rcgen::generate_simple_self_signed(names)
+        .unwrap_or_else(|e| panic!("cannot make a test certificate: {e}"));
+    let cert_pem = certified.cert.pem();
+    let key_pem = certified.signing_key.serialize_pem();
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, &cert_pem).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&key_path, &key_pem).unwrap_or_else(|e| panic!("{e}"));
+    TestCertificate {
+        cert_pem,
+        key_pem,
+        cert_path,
+        key_path,
+    }
+}
+
 /// The README's examples compile and run as doc tests, here where every crate they use is a
 /// dependency.
 #[cfg(doctest)]
