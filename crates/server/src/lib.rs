@@ -14,9 +14,12 @@ mod batch;
 pub mod config;
 pub mod metrics;
 pub mod net;
+pub mod proxy_protocol;
 pub mod serve;
 pub mod signal;
 mod sockopt;
+mod stream;
+pub mod tls;
 mod worker;
 
 pub use config::{Config, ConfigError, Flags};

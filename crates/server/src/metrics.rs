@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use icebreaker_turn::{AuthFailure, ClientTransport, DeleteReason, DenyReason, Event};
 use icebreaker_wire::{ErrorCode, Method};
 
+use crate::stream::CloseReason;
+
 mod http;
 
 pub use http::{MAX_REQUEST_HEAD, METRICS_CONTENT_TYPE, REQUEST_DEADLINE, serve_http};
@@ -207,6 +209,27 @@ impl WorkerMetrics {
         );
     }
 
+    /// Counts a TCP or TLS connection accepted over `transport`.
+    pub(crate) fn connection_opened(&self, transport: ClientTransport) {
+        let t = transport_slot(transport);
+        bump(&self.cells.connections_opened, t);
+        if let Some(open) = self.cells.connections_open.get(t) {
+            open.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a connection over `transport` closed for `reason`.
+    pub(crate) fn connection_closed(&self, transport: ClientTransport, reason: CloseReason) {
+        let t = transport_slot(transport);
+        bump(
+            &self.cells.connections_closed,
+            t * CloseReason::ALL.len() + reason.index(),
+        );
+        if let Some(open) = self.cells.connections_open.get(t) {
+            open.fetch_sub(1, Relaxed);
+        }
+    }
+
     /// Sets the number of relay ports this worker holds now.
     pub fn set_relay_ports_in_use(&self, ports: usize) {
         self.cells.relay_ports_in_use.store(ports as u64, Relaxed);
@@ -233,7 +256,7 @@ const TRANSPORTS: [ClientTransport; 4] = [
     ClientTransport::Dtls,
 ];
 
-const DELETE_REASONS: [&str; 3] = ["refresh", "expired", "connection-closed"];
+const DELETE_REASONS: [&str; 3] = ["refresh", "expired", "connection_closed"];
 
 const AUTH_REASONS: usize = AuthFailure::ALL.len();
 
@@ -318,6 +341,9 @@ struct Cells {
     auth_failures: [AtomicU64; AUTH_REASONS],
     peer_denied: [AtomicU64; DENY_REASONS],
     bindings: [AtomicU64; TRANSPORTS.len() * FAMILIES.len()],
+    connections_opened: [AtomicU64; TRANSPORTS.len()],
+    connections_open: [AtomicI64; TRANSPORTS.len()],
+    connections_closed: [AtomicU64; TRANSPORTS.len() * CloseReason::ALL.len()],
     /// Method-major: `method_slot * RESULTS + result_slot`. 16 KiB, the price of finding any
     /// error code's slot without a map.
     requests: [AtomicU64; METHODS.len() * RESULTS],
@@ -335,6 +361,10 @@ impl Cells {
             auth_failures: [const { AtomicU64::new(0) }; AUTH_REASONS],
             peer_denied: [const { AtomicU64::new(0) }; DENY_REASONS],
             bindings: [const { AtomicU64::new(0) }; TRANSPORTS.len() * FAMILIES.len()],
+            connections_opened: [const { AtomicU64::new(0) }; TRANSPORTS.len()],
+            connections_open: [const { AtomicI64::new(0) }; TRANSPORTS.len()],
+            connections_closed: [const { AtomicU64::new(0) };
+                TRANSPORTS.len() * CloseReason::ALL.len()],
             requests: [const { AtomicU64::new(0) }; METHODS.len() * RESULTS],
         }
     }
@@ -352,6 +382,9 @@ struct Totals {
     auth_failures: [u64; AUTH_REASONS],
     peer_denied: [u64; DENY_REASONS],
     bindings: [u64; TRANSPORTS.len() * FAMILIES.len()],
+    connections_opened: [u64; TRANSPORTS.len()],
+    connections_open: [i64; TRANSPORTS.len()],
+    connections_closed: [u64; TRANSPORTS.len() * CloseReason::ALL.len()],
     requests: Vec<u64>,
 }
 
@@ -367,6 +400,9 @@ impl Default for Totals {
             auth_failures: [0; AUTH_REASONS],
             peer_denied: [0; DENY_REASONS],
             bindings: [0; TRANSPORTS.len() * FAMILIES.len()],
+            connections_opened: [0; TRANSPORTS.len()],
+            connections_open: [0; TRANSPORTS.len()],
+            connections_closed: [0; TRANSPORTS.len() * CloseReason::ALL.len()],
             requests: vec![0; METHODS.len() * RESULTS],
         }
     }
@@ -390,7 +426,16 @@ impl Totals {
         add_all(&mut self.peer_denied, &cells.peer_denied);
         add_all(&mut self.bindings, &cells.bindings);
         add_all(&mut self.requests, &cells.requests);
+        add_all(&mut self.connections_opened, &cells.connections_opened);
+        add_all(&mut self.connections_closed, &cells.connections_closed);
         if live {
+            for (sum, cell) in self
+                .connections_open
+                .iter_mut()
+                .zip(&cells.connections_open)
+            {
+                *sum = sum.wrapping_add(cell.load(Relaxed));
+            }
             self.relay_ports_in_use = self
                 .relay_ports_in_use
                 .wrapping_add(cells.relay_ports_in_use.load(Relaxed));
@@ -431,6 +476,51 @@ impl Totals {
             }
         }
 
+        // UDP has no connections; DTLS sessions will be counted here too.
+        let streams = [ClientTransport::Tcp, ClientTransport::Tls];
+        let name = "icebreaker_connections_opened_total";
+        out.family(
+            name,
+            "counter",
+            "TCP and TLS connections accepted, by transport.",
+        );
+        for transport in streams {
+            let value = self.connections_opened[transport_slot(transport)];
+            out.sample(name, &[("transport", transport.as_str())], value);
+        }
+        let name = "icebreaker_connections_open";
+        out.family(
+            name,
+            "gauge",
+            "TCP and TLS connections open now, by transport.",
+        );
+        for transport in streams {
+            let value = self.connections_open[transport_slot(transport)];
+            out.sample(name, &[("transport", transport.as_str())], value);
+        }
+        let name = "icebreaker_connections_closed_total";
+        out.family(
+            name,
+            "counter",
+            "TCP and TLS connections closed, by transport and reason (peer: the client or \
+             network closed it; idle, slow_frame, frame_too_long, bad_frame, tls, proxy_protocol, \
+             limit, backlog: the server did).",
+        );
+        for transport in streams {
+            let t = transport_slot(transport);
+            for reason in CloseReason::ALL {
+                let value = self.connections_closed[t * CloseReason::ALL.len() + reason.index()];
+                out.sample(
+                    name,
+                    &[
+                        ("transport", transport.as_str()),
+                        ("reason", reason.as_str()),
+                    ],
+                    value,
+                );
+            }
+        }
+
         let name = "icebreaker_turn_requests_total";
         out.family(
             name,
@@ -466,7 +556,7 @@ impl Totals {
             name,
             "counter",
             "TURN allocations ended, by reason (refresh: the client ended it; expired: its \
-             lifetime ran out).",
+             lifetime ran out; connection_closed: its TCP or TLS connection closed).",
         );
         for (reason, &value) in DELETE_REASONS.iter().zip(&self.allocations_deleted) {
             out.sample(name, &[("reason", reason)], value);

@@ -26,20 +26,65 @@ pub fn udp_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Fails when another program (or another icebreaker) already listens on `addr`. Listeners
-/// bind with `SO_REUSEPORT`, which would otherwise let a second server start on the same port
-/// without error and quietly take half of its clients.
-pub fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+/// Connections waiting to be accepted per listener: a burst of browsers reconnecting after a
+/// network change must not be refused while a worker is busy.
+const ACCEPT_BACKLOG: i32 = 1024;
+
+/// A non-blocking TCP listener on `addr` that every worker binds: the kernel spreads new
+/// connections over the workers.
+pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.bind(&addr.into()).map_err(|error| {
-        io::Error::new(
-            error.kind(),
-            format!("udp {addr} is already in use by another program: {error}"),
-        )
-    })
+    socket.set_reuse_port(true)?;
+    // A restarted server must not wait for the old one's connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Fails when another program (or another icebreaker) already listens on `addr` over
+/// `protocol`. Listeners bind with `SO_REUSEPORT`, which would otherwise let a second server
+/// start on the same port without error and quietly take half of its clients.
+pub fn ensure_unused(addr: SocketAddr, protocol: ListenProtocol) -> io::Result<()> {
+    let (kind, proto, name) = match protocol {
+        ListenProtocol::Udp => (Type::DGRAM, Protocol::UDP, "udp"),
+        ListenProtocol::Tcp => (Type::STREAM, Protocol::TCP, "tcp"),
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(proto))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if protocol == ListenProtocol::Tcp {
+        // Connections of an earlier run in TIME_WAIT do not make the port busy.
+        socket.set_reuse_address(true)?;
+    }
+    socket
+        .bind(&addr.into())
+        .and_then(|()| match protocol {
+            // Binding alone succeeds beside a SO_REUSEPORT listener of another user; listening
+            // is what collides.
+            ListenProtocol::Tcp => socket.listen(1),
+            ListenProtocol::Udp => Ok(()),
+        })
+        .map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("{name} {addr} is already in use by another program: {error}"),
+            )
+        })
+}
+
+/// The transport protocol of a listener, for [`ensure_unused`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenProtocol {
+    /// UDP.
+    Udp,
+    /// TCP, for TCP and TLS.
+    Tcp,
 }
 
 /// A non-blocking relay socket on `addr`, without `SO_REUSEPORT`: a port another worker or
@@ -152,9 +197,26 @@ mod tests {
         let first = udp_listener("127.0.0.1:0".parse().expect("literal")).expect("bind");
         let port = first.local_addr().expect("bound");
         udp_listener(port).expect("a second worker binds the same listener");
-        assert!(ensure_unused(port).is_err(), "a port in use is reported");
+        assert!(
+            ensure_unused(port, ListenProtocol::Udp).is_err(),
+            "a port in use is reported"
+        );
         let free = UdpSocketProbe::free();
-        ensure_unused(free).expect("a free port is free");
+        ensure_unused(free, ListenProtocol::Udp).expect("a free port is free");
+    }
+
+    #[test]
+    fn tcp_listeners_are_shared_and_a_port_in_use_is_reported() {
+        let first = tcp_listener("127.0.0.1:0".parse().expect("literal")).expect("bind");
+        let port = first.local_addr().expect("bound");
+        tcp_listener(port).expect("a second worker binds the same listener");
+        let error = ensure_unused(port, ListenProtocol::Tcp).expect_err("in use");
+        assert!(error.to_string().starts_with(&format!("tcp {port} is already in use")));
+        // A plain listener of another program, without SO_REUSEPORT, is reported too.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let other = other.local_addr().expect("bound");
+        assert!(ensure_unused(other, ListenProtocol::Tcp).is_err());
+        drop(first);
     }
 
     struct UdpSocketProbe;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,8 +20,16 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Flags, UserCredential};
 use crate::metrics::Metrics;
-use crate::net;
-use crate::worker::{Control, Worker};
+use crate::net::{self, ListenProtocol};
+use crate::stream::StreamLimits;
+use crate::tls::CertificateStore;
+use crate::worker::{Control, ListenAddresses, StreamSettings, Worker};
+
+/// How often the certificate files are checked for a renewal.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
+
+/// How often the main thread looks at pending signals.
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
 
 /// Where the configuration came from, to load it again on SIGHUP.
 pub struct Source {
@@ -52,9 +60,39 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
         }
     }
 
+    // TCP serves the configured listen addresses; the RFC 5780 alternates are for UDP.
+    let tcp_listen = net::expand_listen(&config.listen, &interfaces);
+    let tls_listen = net::expand_listen(&config.effective_tls_listen(), &interfaces);
     for &addr in &listen {
-        net::ensure_unused(addr)?;
+        net::ensure_unused(addr, ListenProtocol::Udp)?;
     }
+    for &addr in tcp_listen.iter().chain(&tls_listen) {
+        net::ensure_unused(addr, ListenProtocol::Tcp)?;
+    }
+    let certificates = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(CertificateStore::open(cert, key)?)),
+        _ => None,
+    };
+    let tls = certificates
+        .as_ref()
+        .map(|store| crate::tls::server_config(store.clone()))
+        .transpose()?;
+    let stream_settings = StreamSettings {
+        limits: StreamLimits {
+            idle_timeout: Duration::from_secs(config.idle_timeout.into()),
+            frame_timeout: Duration::from_secs(config.frame_timeout.into()),
+            max_frame: config.max_frame as usize,
+            channels: if config.rfc5766_channels {
+                icebreaker_wire::ChannelRange::Rfc5766
+            } else {
+                icebreaker_wire::ChannelRange::Rfc8656
+            },
+        },
+        tls,
+        proxy_protocol: config.proxy_protocol,
+        max_connections: config.max_connections as usize,
+        open: Arc::new(AtomicUsize::new(0)),
+    };
 
     let mut nonce_secret = [0u8; 32];
     StdRng::from_os_rng().fill_bytes(&mut nonce_secret);
@@ -74,8 +112,19 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
             now,
             unix_now,
         );
-        let (worker, waker) =
-            Worker::new(&listen, core, binding.clone(), metrics.worker(), receiver)?;
+        let addresses = ListenAddresses {
+            udp: &listen,
+            tcp: &tcp_listen,
+            tls: &tls_listen,
+        };
+        let (worker, waker) = Worker::new(
+            &addresses,
+            stream_settings.clone(),
+            core,
+            binding.clone(),
+            metrics.worker(),
+            receiver,
+        )?;
         let handle = thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || worker.run())?;
@@ -104,16 +153,55 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
         None => None,
     };
 
-    print_banner(&config, &listen, generated.as_deref());
+    print_banner(
+        &config,
+        &ListenAddresses {
+            udp: &listen,
+            tcp: &tcp_listen,
+            tls: &tls_listen,
+        },
+        generated.as_deref(),
+    );
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    info!(threads, listen = ?listen, "serving");
+    info!(threads, udp = ?listen, tcp = ?tcp_listen, tls = ?tls_listen, "serving");
 
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .context("cannot install signal handlers")?;
-    for signal in signals.forever() {
-        if signal == SIGHUP {
+    let mut next_certificate_check = Instant::now() + CERTIFICATE_CHECK;
+    'serving: loop {
+        thread::sleep(SIGNAL_CHECK);
+        if let Some(store) = &certificates
+            && Instant::now() >= next_certificate_check
+        {
+            next_certificate_check = Instant::now() + CERTIFICATE_CHECK;
+            match store.reload_if_changed() {
+                Ok(true) => info!("TLS certificate files changed: reloaded"),
+                Ok(false) => {}
+                Err(error) => {
+                    error!(
+                        error = format!("{error:#}"),
+                        "TLS certificate refused; the old one stays"
+                    );
+                }
+            }
+        }
+        for signal in signals.pending() {
+            if signal != SIGHUP {
+                break 'serving;
+            }
+            if let Some(store) = &certificates {
+                match store.reload() {
+                    Ok(()) => info!("TLS certificate reloaded"),
+                    Err(error) => {
+                        error!(
+                            error = format!("{error:#}"),
+                            "TLS certificate refused; the old one stays"
+                        );
+                    }
+                }
+            }
             match Config::load(source.file.as_deref(), &source.flags) {
                 Ok(mut new) => {
                     new.users = if new.users.is_empty() && new.auth_secrets.is_empty() {
@@ -131,9 +219,7 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
                 }
                 Err(error) => error!(%error, "reload refused; the running configuration stays"),
             }
-            continue;
         }
-        break;
     }
 
     info!(timeout = config.drain_timeout, "draining");
@@ -296,14 +382,26 @@ fn unix_time() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Tells the operator how to connect: addresses, credentials, and an `iceServers` snippet.
-fn print_banner(config: &Config, listen: &[SocketAddr], generated_password: Option<&str>) {
-    let shown = listen
+/// The address shown to clients among `listen`: the first that is not loopback, if any.
+fn shown_address(listen: &[SocketAddr]) -> Option<SocketAddr> {
+    listen
         .iter()
         .find(|a| !a.ip().is_loopback())
         .or_else(|| listen.first())
-        .copied();
-    let addresses: Vec<String> = listen.iter().map(|a| format!("udp {a}")).collect();
+        .copied()
+}
+
+/// Tells the operator how to connect: addresses, credentials, and an `iceServers` snippet.
+fn print_banner(config: &Config, listen: &ListenAddresses<'_>, generated_password: Option<&str>) {
+    let shown = shown_address(listen.udp);
+    let addresses: Vec<String> = [
+        ("udp", listen.udp),
+        ("tcp", listen.tcp),
+        ("tls", listen.tls),
+    ]
+    .iter()
+    .flat_map(|(name, addresses)| addresses.iter().map(move |a| format!("{name} {a}")))
+    .collect();
     println!(
         "icebreaker {}: STUN and TURN on {}",
         env!("CARGO_PKG_VERSION"),
@@ -316,7 +414,16 @@ fn print_banner(config: &Config, listen: &[SocketAddr], generated_password: Opti
     // URL authority, IPv6 in brackets included.
     let public = SocketAddr::new(config.external_ip.unwrap_or(shown.ip()), shown.port());
     let stun = format!("stun:{public}");
-    let turn = format!("turn:{public}?transport=udp");
+    let mut turn = vec![format!("turn:{public}?transport=udp")];
+    if listen.tcp.contains(&shown) {
+        turn.push(format!("turn:{public}?transport=tcp"));
+    }
+    if let Some(tls) = shown_address(listen.tls) {
+        // A certificate names the host: clients must use a name it covers, shown here as the
+        // address until the operator puts the name in.
+        let public = SocketAddr::new(config.external_ip.unwrap_or(tls.ip()), tls.port());
+        turn.push(format!("turns:{public}?transport=tcp"));
+    }
     println!("realm: {}", config.realm);
     match generated_password {
         Some(password) => {
@@ -326,14 +433,14 @@ fn print_banner(config: &Config, listen: &[SocketAddr], generated_password: Opti
             let snippet = serde_json::json!({
                 "iceServers": [
                     { "urls": [stun] },
-                    { "urls": [turn], "username": GENERATED_USER, "credential": password },
+                    { "urls": turn, "username": GENERATED_USER, "credential": password },
                 ]
             });
             println!("iceServers: {snippet}");
         }
         None => {
             let snippet =
-                serde_json::json!({ "iceServers": [ { "urls": [stun] }, { "urls": [turn] } ] });
+                serde_json::json!({ "iceServers": [ { "urls": [stun] }, { "urls": turn } ] });
             println!(
                 "iceServers (add username and credential; `icebreaker credentials` makes REST ones): {snippet}"
             );

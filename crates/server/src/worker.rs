@@ -1,5 +1,8 @@
-//! One worker thread: a mio event loop over its listeners and relay sockets, driving its own
-//! TURN core and the Binding service. Workers share no state on the relay path.
+//! One worker thread: a mio event loop over its UDP listeners, TCP and TLS listeners and
+//! connections, and relay sockets, driving its own TURN core and the Binding service. Workers
+//! share no state on the relay path.
+
+mod streams;
 
 use std::collections::HashMap;
 use std::io;
@@ -22,6 +25,9 @@ use crate::batch::{BATCH, HEADROOM, RecvBatch, SendQueue};
 use crate::metrics::{Direction, WorkerMetrics};
 use crate::{net, sockopt};
 
+pub(crate) use streams::StreamSettings;
+use streams::{StreamListener, Streams};
+
 /// Messages from the main thread.
 pub(crate) enum Control {
     /// New users, secrets, policy and limits (SIGHUP); allocations are kept.
@@ -34,8 +40,13 @@ pub(crate) enum Control {
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
+/// TCP and TLS listener tokens start here, far above any number of UDP listeners.
+const STREAM_LISTENER_BASE: usize = 1 << 16;
 /// Relay socket tokens start here, far above any number of listeners.
 const RELAY_BASE: usize = 1 << 20;
+/// Connection tokens start here, far above any number of relay sockets (one per port and
+/// family).
+const CONN_BASE: usize = 1 << 26;
 /// Longest wait in the event loop, so that timers never drift far.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
@@ -112,10 +123,21 @@ struct Io {
     send: SendQueue,
 }
 
+/// The addresses a worker listens on, each bound with `SO_REUSEPORT` beside the other workers.
+pub(crate) struct ListenAddresses<'a> {
+    /// UDP.
+    pub(crate) udp: &'a [SocketAddr],
+    /// TCP.
+    pub(crate) tcp: &'a [SocketAddr],
+    /// TLS over TCP.
+    pub(crate) tls: &'a [SocketAddr],
+}
+
 /// Everything one worker thread owns.
 pub(crate) struct Worker {
     poll: Poll,
     listeners: Vec<Listener>,
+    streams: Streams,
     relays: RelayTable,
     core: TurnServer,
     binding: BindingService,
@@ -125,10 +147,11 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// A worker listening on `listen` (each bound with `SO_REUSEPORT` beside the other
-    /// workers), and the waker that interrupts its loop when a [`Control`] message is sent.
+    /// A worker listening on `listen`, and the waker that interrupts its loop when a
+    /// [`Control`] message is sent.
     pub(crate) fn new(
-        listen: &[SocketAddr],
+        listen: &ListenAddresses<'_>,
+        stream_settings: StreamSettings,
         core: TurnServer,
         binding: BindingService,
         metrics: WorkerMetrics,
@@ -136,6 +159,33 @@ impl Worker {
     ) -> io::Result<(Worker, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut stream_listeners = Vec::with_capacity(listen.tcp.len() + listen.tls.len());
+        let stream_addresses = listen
+            .tcp
+            .iter()
+            .map(|&a| (a, false))
+            .chain(listen.tls.iter().map(|&a| (a, true)));
+        for (i, (addr, tls)) in stream_addresses.enumerate() {
+            let name = if tls { "tls" } else { "tcp" };
+            let mut listener =
+                mio::net::TcpListener::from_std(net::tcp_listener(addr).map_err(|error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!("cannot listen on {name} {addr}: {error}"),
+                    )
+                })?);
+            poll.registry().register(
+                &mut listener,
+                Token(STREAM_LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+            stream_listeners.push(StreamListener {
+                listener,
+                local: addr,
+                tls,
+            });
+        }
+        let listen = listen.udp;
         let mut listeners = Vec::with_capacity(listen.len());
         for (i, &addr) in listen.iter().enumerate() {
             let mut socket = UdpSocket::from_std(net::udp_listener(addr).map_err(|error| {
@@ -160,6 +210,7 @@ impl Worker {
         let worker = Worker {
             poll,
             listeners,
+            streams: Streams::new(stream_listeners, stream_settings),
             relays,
             core,
             binding,
@@ -180,7 +231,11 @@ impl Worker {
         };
         loop {
             let now = Instant::now();
-            let wait = self.core.poll_timeout().map_or(MAX_WAIT, |at| {
+            let next = [self.core.poll_timeout(), self.streams.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let wait = next.map_or(MAX_WAIT, |at| {
                 at.saturating_duration_since(now).min(MAX_WAIT)
             });
             if let Err(error) = self.poll.poll(&mut events, Some(wait)) {
@@ -195,22 +250,35 @@ impl Worker {
                 match event.token() {
                     WAKER => {
                         if !self.handle_control() {
+                            self.close_all();
                             return Ok(());
                         }
                     }
+                    Token(t) if t >= CONN_BASE => self.connection_ready(
+                        &mut io,
+                        t - CONN_BASE,
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_writable(),
+                        now,
+                    ),
                     Token(t) if t >= RELAY_BASE => {
                         let relay = self.relays.by_token.get(t - RELAY_BASE).copied().flatten();
                         if let Some(relay) = relay {
                             self.drain_relay(&mut io, relay, now);
                         }
                     }
+                    Token(t) if t >= STREAM_LISTENER_BASE => {
+                        self.accept(t - STREAM_LISTENER_BASE, now);
+                    }
                     Token(t) => self.drain_listener(&mut io, t - LISTENER_BASE, now),
                 }
             }
+            self.flush_connections();
             let now = Instant::now();
             if self.core.poll_timeout().is_some_and(|at| at <= now) {
                 self.core.handle_timeout(now, &mut self.relays);
             }
+            self.sweep_connections(now);
             self.report_events();
             self.metrics
                 .set_relay_ports_in_use(self.core.relay_ports_in_use());
@@ -298,25 +366,15 @@ impl Worker {
                 peer,
                 range,
                 dont_fragment,
-            } => {
-                if let Some(socket) = relays.sockets.get_mut(&relay) {
-                    if socket.dont_fragment != dont_fragment {
-                        // DF belongs to the socket: what is queued must leave with the old
-                        // setting before it changes.
-                        send.flush();
-                        match sockopt::set_dont_fragment(
-                            &socket.socket,
-                            relay.is_ipv6(),
-                            dont_fragment,
-                        ) {
-                            Ok(()) => socket.dont_fragment = dont_fragment,
-                            Err(error) => debug!(%relay, %error, "cannot switch DF"),
-                        }
-                    }
-                    metrics.relayed(Direction::ClientToPeer, range.len());
-                    send.push(socket.socket.as_raw_fd(), peer, &packet[range]);
-                }
-            }
+            } => send_to_peer(
+                relays,
+                send,
+                metrics,
+                relay,
+                peer,
+                &packet[range],
+                dont_fragment,
+            ),
         }
     }
 
@@ -345,6 +403,7 @@ impl Worker {
     fn peer_packet(&mut self, io: &mut Io, relay: SocketAddr, datagram: usize, now: Instant) {
         let Worker {
             listeners,
+            streams,
             core,
             metrics,
             out,
@@ -360,6 +419,12 @@ impl Worker {
             PeerAction::ForwardInPlace { client, range } => (client, &slot[range.clone()]),
             PeerAction::Forward { client, len } => (client, &out[..*len]),
         };
+        if client.transport.is_stream() {
+            if streams.send_to(client, bytes) {
+                metrics.relayed(Direction::PeerToClient, len);
+            }
+            return;
+        }
         if let Some(listener) = listeners.iter().find(|l| l.local == client.server) {
             metrics.relayed(Direction::PeerToClient, len);
             send.push(listener.socket.as_raw_fd(), client.client, bytes);
@@ -373,6 +438,32 @@ impl Worker {
             log_event(&event);
         }
     }
+}
+
+/// Sends `bytes` from the relay socket `relay` to `peer`, with DF as the client asked.
+fn send_to_peer(
+    relays: &mut RelayTable,
+    send: &mut SendQueue,
+    metrics: &WorkerMetrics,
+    relay: SocketAddr,
+    peer: SocketAddr,
+    bytes: &[u8],
+    dont_fragment: bool,
+) {
+    let Some(socket) = relays.sockets.get_mut(&relay) else {
+        return;
+    };
+    if socket.dont_fragment != dont_fragment {
+        // DF belongs to the socket: what is queued must leave with the old setting before it
+        // changes.
+        send.flush();
+        match sockopt::set_dont_fragment(&socket.socket, relay.is_ipv6(), dont_fragment) {
+            Ok(()) => socket.dont_fragment = dont_fragment,
+            Err(error) => debug!(%relay, %error, "cannot switch DF"),
+        }
+    }
+    metrics.relayed(Direction::ClientToPeer, bytes.len());
+    send.push(socket.socket.as_raw_fd(), peer, bytes);
 }
 
 /// Whether a datagram is a STUN Binding request, which the Binding service answers, by its

@@ -4,7 +4,7 @@
 use core::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use icebreaker_wire::{ChannelNumber, TransactionId};
+use icebreaker_wire::{ChannelNumber, ErrorCode, TransactionId};
 
 use crate::FiveTuple;
 
@@ -33,14 +33,27 @@ pub(crate) struct Creation {
     pub(crate) at: Instant,
     pub(crate) lifetime: u32,
     pub(crate) reservation_token: Option<[u8; 8]>,
-    pub(crate) additional_family_refused: bool,
+    /// Why the IPv6 half of a dual allocation was not granted (ADDRESS-ERROR-CODE).
+    pub(crate) additional_family_error: Option<ErrorCode>,
+}
+
+/// One relay socket of an allocation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Relayed {
+    /// Where the socket is bound.
+    pub(crate) local: SocketAddr,
+    /// What XOR-RELAYED-ADDRESS says: the same port on the advertised IP.
+    pub(crate) advertised: SocketAddr,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct Allocation {
     pub(crate) five_tuple: FiveTuple,
-    pub(crate) relay: SocketAddr,
-    pub(crate) advertised: SocketAddr,
+    /// The relay socket the allocation was made for: the IPv4 one of a dual allocation. Events
+    /// name it.
+    pub(crate) relay: Relayed,
+    /// The IPv6 relay socket of a dual allocation (RFC 8656 §7.2, ADDITIONAL-ADDRESS-FAMILY).
+    pub(crate) second: Option<Relayed>,
     pub(crate) username: Box<str>,
     pub(crate) expires: Instant,
     pub(crate) creation: Creation,
@@ -51,6 +64,22 @@ pub(crate) struct Allocation {
 }
 
 impl Allocation {
+    /// The relay socket that sends to and receives from `peer`: the one of its family, if the
+    /// allocation has one. A second relay is always of the other family than the first.
+    #[inline]
+    pub(crate) fn relay_for(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        if self.relay.local.is_ipv4() == peer.is_ipv4() {
+            Some(self.relay.local)
+        } else {
+            self.second.map(|second| second.local)
+        }
+    }
+
+    /// Every relay socket of the allocation, the first first.
+    pub(crate) fn relays(&self) -> impl Iterator<Item = Relayed> + use<> {
+        core::iter::once(self.relay).chain(self.second)
+    }
+
     /// Whether `peer`'s IP has a live permission: permissions match the IP only, any port
     /// (RFC 8656 §9).
     pub(crate) fn permits(&self, peer: IpAddr, now: Instant) -> bool {

@@ -24,6 +24,7 @@
 //! port reservations) and the configuration; the kernel's `SO_REUSEPORT` hashing keeps each client 5-tuple on one worker
 //! and each relay socket belongs to the worker that bound it, so the relay path takes no lock.
 
+mod allocate;
 mod allocation;
 pub mod auth;
 pub mod policy;
@@ -124,8 +125,15 @@ pub struct TurnConfig {
     /// How long a nonce is valid.
     pub nonce_lifetime: Duration,
     /// Relay addresses, at most one per family. For a family without one, relay sockets bind
-    /// to the server address the client reached.
+    /// to the server address the client reached, or else to [`family_fallback`].
+    ///
+    /// [`family_fallback`]: TurnConfig::family_fallback
     pub relay: Vec<RelayAddress>,
+    /// Local addresses to relay on for a family the client did not reach, when `relay` has
+    /// none of it; the daemon fills it from its listen addresses. At most one per family. They
+    /// let a client that reached an IPv4 listener get an IPv6 relay (REQUESTED-ADDRESS-FAMILY,
+    /// or the second half of a dual allocation), and the other way round.
+    pub family_fallback: Vec<IpAddr>,
     /// Relay ports are drawn from this range.
     pub relay_ports: RangeInclusive<u16>,
     /// Lifetime granted when the client asks for less or nothing (RFC 8656: 600 s).
@@ -150,6 +158,14 @@ pub struct TurnConfig {
     pub challenge_rate: f64,
     /// Failed authentications tolerated per second and source before requests are dropped.
     pub auth_failure_rate: f64,
+    /// Other servers of the fleet. When one is set, an authenticated Allocate this server
+    /// cannot take for want of capacity (draining, the total allocation quota reached, no
+    /// relay port free) is answered 300 Try Alternate with one of them in ALTERNATE-SERVER
+    /// (RFC 8489 §10) instead of 508, so that the client moves on at once. The choice rotates
+    /// among those of the family of the address the client reached, and falls back to any
+    /// when none is of that family (which an RFC 5389 client may refuse). A user's own quota
+    /// (486) is never redirected: another server would count the same user. Empty by default.
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 impl TurnConfig {
@@ -163,6 +179,7 @@ impl TurnConfig {
             nonce_secret: [0; 32],
             nonce_lifetime: Duration::from_secs(600),
             relay: Vec::new(),
+            family_fallback: Vec::new(),
             relay_ports: relay_ports.clone(),
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
@@ -180,6 +197,7 @@ impl TurnConfig {
             channel_range: ChannelRange::Rfc8656,
             challenge_rate: 20.0,
             auth_failure_rate: 5.0,
+            alternate_servers: Vec::new(),
         }
     }
 }

@@ -1,26 +1,21 @@
-//! The TURN requests: Allocate (RFC 8656 §7), Refresh (§8), CreatePermission (§10) and
-//! ChannelBind (§12), and how their answers are written.
+//! The TURN requests: their dispatch, Refresh (RFC 8656 §8), CreatePermission (§10) and
+//! ChannelBind (§12), and how answers are written. Allocate (§7) has its own module.
 
 use core::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use icebreaker_wire::attr::{
-    AdditionalAddressFamily, AddressErrorCode, AddressFamily, AttrType, AttributeError,
-    ErrorCodeAttribute, EvenPort, Lifetime, Nonce, PasswordAlgorithms, Realm,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, Software, UnknownAttributes,
-    XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+    AddressFamily, AttrType, AttributeError, ErrorCodeAttribute, Lifetime, Nonce,
+    PasswordAlgorithms, Realm, RequestedAddressFamily, Software, UnknownAttributes, XorPeerAddress,
 };
 use icebreaker_wire::{
     ChannelNumber, ErrorCode, IntegrityAlgorithm, Message, MessageWriter, Method, WriteError,
 };
 
 use crate::FiveTuple;
-use crate::allocation::{
-    ALLOCATE_RETRANSMIT_WINDOW, Allocation, CHANNEL_LIFETIME, Channel, Creation, TokenBucket,
-};
+use crate::allocation::{CHANNEL_LIFETIME, Channel};
 use crate::auth::{AuthFailure, Authenticated, OFFERED_ALGORITHMS};
-use crate::ports::{RESERVATION_LIFETIME, RelaySockets, bind_port};
-use crate::quotas::QuotaExceeded;
+use crate::ports::RelaySockets;
 use crate::server::{ClientAction, DeleteReason, Event, TurnServer};
 
 /// Most unknown comprehension-required attributes listed in one 420.
@@ -28,9 +23,9 @@ const MAX_UNKNOWN: usize = 16;
 
 /// How a response is signed: not at all before authentication, with the request's key and
 /// algorithm after.
-type Signer<'a> = Option<&'a Authenticated>;
+pub(crate) type Signer<'a> = Option<&'a Authenticated>;
 
-fn family_of(ip: IpAddr) -> AddressFamily {
+pub(crate) fn family_of(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
         AddressFamily::Ipv4
     } else {
@@ -95,209 +90,13 @@ impl TurnServer {
         }
     }
 
-    fn allocate(
-        &mut self,
-        now: Instant,
-        five_tuple: FiveTuple,
-        message: &Message<'_>,
-        out: &mut [u8],
-        sockets: &mut dyn RelaySockets,
-    ) -> ClientAction {
-        // A missing REQUESTED-TRANSPORT is refused before authentication: a bare 400 is smaller
-        // than the 401 challenge, which keeps the smallest request's answer small.
-        let transport = match message.get::<RequestedTransport>() {
-            Ok(Some(transport)) => transport,
-            _ => return self.error(out, message, ErrorCode::BAD_REQUEST, None),
-        };
-        let auth = match self.authenticate(now, five_tuple, message) {
-            Ok(auth) => auth,
-            Err(failure) => return self.auth_error(now, five_tuple, message, out, failure),
-        };
-        let signer = Some(&auth);
-        if let Some(&index) = self.by_five_tuple.get(&five_tuple) {
-            let retransmission = self.allocations[index].as_ref().is_some_and(|a| {
-                a.creation.transaction_id == message.transaction_id()
-                    && now < a.creation.at + ALLOCATE_RETRANSMIT_WINDOW
-            });
-            if retransmission {
-                return self.allocate_success(out, message, index, signer);
-            }
-            return self.error(out, message, ErrorCode::ALLOCATION_MISMATCH, signer);
-        }
-        if self.draining {
-            return self.error(out, message, ErrorCode::INSUFFICIENT_CAPACITY, signer);
-        }
-        if transport != RequestedTransport::UDP {
-            return self.error(
-                out,
-                message,
-                ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
-                signer,
-            );
-        }
-        let (token, even_port, family, additional, lifetime) = match (
-            message.get::<ReservationToken>(),
-            message.get::<EvenPort>(),
-            message.get::<RequestedAddressFamily>(),
-            message.get::<AdditionalAddressFamily>(),
-            message.get::<Lifetime>(),
-        ) {
-            (_, _, Err(AttributeError::UnknownAddressFamily { .. }), _, _) => {
-                return self.error(
-                    out,
-                    message,
-                    ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                    signer,
-                );
-            }
-            (Ok(t), Ok(e), Ok(f), Ok(a), Ok(l)) => (t, e, f, a, l),
-            _ => return self.error(out, message, ErrorCode::BAD_REQUEST, signer),
-        };
-        let conflicting = (token.is_some() && (even_port.is_some() || family.is_some()))
-            || (family.is_some() && additional.is_some())
-            || additional.is_some_and(|a| a.0 != AddressFamily::Ipv6);
-        if conflicting {
-            return self.error(out, message, ErrorCode::BAD_REQUEST, signer);
-        }
-
-        let wanted = family.map_or(family_of(five_tuple.server.ip()), |f| f.0);
-        let Some((bind_ip, advertised_ip)) = self.relay_ip(five_tuple, wanted) else {
-            return self.error(
-                out,
-                message,
-                ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                signer,
-            );
-        };
-        match self.quotas.acquire(&auth.username) {
-            Ok(()) => {}
-            Err(QuotaExceeded::User) => {
-                return self.error(out, message, ErrorCode::ALLOCATION_QUOTA_REACHED, signer);
-            }
-            Err(QuotaExceeded::Total) => {
-                return self.error(out, message, ErrorCode::INSUFFICIENT_CAPACITY, signer);
-            }
-        }
-        let bound = match token {
-            Some(ReservationToken(token)) => self
-                .quotas
-                .redeem(token, now)
-                .filter(|&addr| sockets.bind(addr))
-                .map(|addr| (addr, None)),
-            None => {
-                let by_relay = &self.by_relay;
-                let reserved = self.quotas.reserved(now);
-                let in_use =
-                    |addr: SocketAddr| by_relay.contains_key(&addr) || reserved.contains(&addr);
-                let reserve_next = even_port.is_some_and(|e| e.reserve_next);
-                bind_port(
-                    bind_ip,
-                    &self.config.relay_ports,
-                    even_port.is_some(),
-                    reserve_next,
-                    &in_use,
-                    &mut *self.rng,
-                    sockets,
-                )
-            }
-        };
-        let Some((relay, reserved)) = bound else {
-            self.quotas.release(&auth.username);
-            return self.error(out, message, ErrorCode::INSUFFICIENT_CAPACITY, signer);
-        };
-        let reservation_token = reserved.map(|addr| {
-            let mut token = [0u8; 8];
-            self.rng.fill_bytes(&mut token);
-            self.quotas.reserve(token, addr, now + RESERVATION_LIFETIME);
-            token
-        });
-        let lifetime = self.lifetime(lifetime);
-        let allocation = Allocation {
-            five_tuple,
-            relay,
-            advertised: SocketAddr::new(advertised_ip, relay.port()),
-            username: auth.username.clone(),
-            expires: now + lifetime,
-            creation: Creation {
-                transaction_id: message.transaction_id(),
-                at: now,
-                lifetime: lifetime.as_secs() as u32,
-                reservation_token,
-                additional_family_refused: additional.is_some(),
-            },
-            permissions: Vec::new(),
-            channels: Vec::new(),
-            dont_fragment: message.has(AttrType::DONT_FRAGMENT),
-            bandwidth: TokenBucket::new(self.config.max_bandwidth, now),
-        };
-        self.insert(allocation);
-        self.schedule_sweep(now);
-        self.events.push_back(Event::AllocationCreated {
-            five_tuple,
-            relay,
-            username: auth.username.clone(),
-            lifetime,
-        });
-        let index = self
-            .by_five_tuple
-            .get(&five_tuple)
-            .copied()
-            .unwrap_or(usize::MAX);
-        self.allocate_success(out, message, index, signer)
-    }
-
-    /// The relay IP to bind and to advertise for an allocation of `family` requested on
-    /// `five_tuple`: the configured relay address of that family, or else the server address
-    /// the client reached, when it is of that family.
-    fn relay_ip(&self, five_tuple: FiveTuple, family: AddressFamily) -> Option<(IpAddr, IpAddr)> {
-        self.config
-            .relay
-            .iter()
-            .find(|r| family_of(r.bind) == family)
-            .map(|r| (r.bind, r.advertised))
-            .or_else(|| {
-                let ip = five_tuple.server.ip();
-                (family_of(ip) == family && !ip.is_unspecified()).then_some((ip, ip))
-            })
-    }
-
     /// The lifetime granted for a requested one: at most the maximum, at least the default
     /// (RFC 8656 §7.2).
-    fn lifetime(&self, requested: Option<Lifetime>) -> Duration {
+    pub(crate) fn lifetime(&self, requested: Option<Lifetime>) -> Duration {
         let requested = requested.map_or(Duration::ZERO, |l| Duration::from_secs(l.0.into()));
         requested
             .min(self.config.max_lifetime)
             .max(self.config.default_lifetime)
-    }
-
-    fn allocate_success(
-        &mut self,
-        out: &mut [u8],
-        message: &Message<'_>,
-        index: usize,
-        signer: Signer<'_>,
-    ) -> ClientAction {
-        let Some(allocation) = self.allocations.get(index).and_then(Option::as_ref) else {
-            return ClientAction::Drop;
-        };
-        let relayed = XorRelayedAddress(allocation.advertised);
-        let client = XorMappedAddress(allocation.five_tuple.client);
-        let creation = allocation.creation.clone();
-        self.respond(out, message, None, signer, |w| {
-            w.add(&relayed)?;
-            if creation.additional_family_refused {
-                w.add(&AddressErrorCode {
-                    family: AddressFamily::Ipv6,
-                    code: ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
-                    reason: "",
-                })?;
-            }
-            w.add(&Lifetime(creation.lifetime))?;
-            if let Some(token) = creation.reservation_token {
-                w.add(&ReservationToken(token))?;
-            }
-            w.add(&client)
-        })
     }
 
     fn refresh(
@@ -313,13 +112,24 @@ impl TurnServer {
         let Some(allocation) = self.allocations[index].as_ref() else {
             return ClientAction::Drop;
         };
-        let (five_tuple, relay) = (allocation.five_tuple, allocation.relay);
+        let (five_tuple, relay, second) = (
+            allocation.five_tuple,
+            allocation.relay.local,
+            allocation.second,
+        );
+        // Both relays of a dual allocation share one lifetime: a Refresh that names either
+        // family refreshes, or deletes, the allocation as a whole. Only a family it lacks is
+        // refused (RFC 8656 §8.2).
+        let holds = |family: AddressFamily| {
+            family_of(relay.ip()) == family
+                || second.is_some_and(|second| family_of(second.local.ip()) == family)
+        };
         let requested = match (
             message.get::<Lifetime>(),
             message.get::<RequestedAddressFamily>(),
         ) {
             (Ok(lifetime), Ok(family)) => {
-                if family.is_some_and(|f| f.0 != family_of(relay.ip())) {
+                if family.is_some_and(|RequestedAddressFamily(family)| !holds(family)) {
                     return self.error(
                         out,
                         message,
@@ -356,13 +166,13 @@ impl TurnServer {
         self.respond(out, message, None, signer, |w| w.add(&Lifetime(seconds)))
     }
 
-    /// Checks a peer of a CreatePermission or ChannelBind: same family as the relay (443), and
-    /// allowed by the policy (403).
+    /// Checks a peer of a CreatePermission or ChannelBind: of the family of one of the relays
+    /// (443), and allowed by the policy (403).
     fn check_peer(&mut self, index: usize, peer: SocketAddr) -> Result<(), ErrorCode> {
         let Some(allocation) = self.allocations[index].as_ref() else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };
-        if allocation.relay.is_ipv4() != peer.is_ipv4() {
+        if allocation.relay_for(peer).is_none() {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
         if let Err(reason) = self.config.peer_policy.check(peer) {

@@ -29,7 +29,7 @@ pub enum ClientAction {
     Reply(usize),
     /// Send `packet[range]` from the relay socket `relay` to `peer`.
     Relay {
-        /// The allocation's relay socket address.
+        /// The allocation's relay socket address of the peer's family.
         relay: SocketAddr,
         /// The peer.
         peer: SocketAddr,
@@ -88,7 +88,7 @@ pub enum Event {
     AllocationCreated {
         /// Its 5-tuple.
         five_tuple: FiveTuple,
-        /// Its relay socket address.
+        /// Its relay socket address: the IPv4 one of a dual allocation.
         relay: SocketAddr,
         /// The user who made it.
         username: Box<str>,
@@ -99,16 +99,16 @@ pub enum Event {
     AllocationRefreshed {
         /// Its 5-tuple.
         five_tuple: FiveTuple,
-        /// Its relay socket address.
+        /// Its relay socket address: the IPv4 one of a dual allocation.
         relay: SocketAddr,
         /// The new lifetime.
         lifetime: Duration,
     },
-    /// An allocation ended and its relay port was released.
+    /// An allocation ended and its relay ports were released.
     AllocationDeleted {
         /// Its 5-tuple.
         five_tuple: FiveTuple,
-        /// Its relay socket address.
+        /// Its relay socket address: the IPv4 one of a dual allocation.
         relay: SocketAddr,
         /// Why.
         reason: DeleteReason,
@@ -157,6 +157,9 @@ pub struct TurnServer {
     failures: Throttle,
     next_sweep: Option<Instant>,
     pub(crate) draining: bool,
+    /// The next of `alternate_servers` to redirect to, per family of the address the client
+    /// reached (IPv4, IPv6).
+    pub(crate) next_alternate: [usize; 2],
 }
 
 impl TurnServer {
@@ -198,6 +201,7 @@ impl TurnServer {
             events: VecDeque::new(),
             next_sweep: None,
             draining: false,
+            next_alternate: [0; 2],
         }
     }
 
@@ -222,7 +226,8 @@ impl TurnServer {
         }
     }
 
-    /// Stops granting new allocations (answered with 508); existing ones keep being served.
+    /// Stops granting new allocations (answered with 508, or 300 towards one of
+    /// `alternate_servers` when there are any); existing ones keep being served.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
     }
@@ -245,7 +250,7 @@ impl TurnServer {
         self.by_five_tuple.len()
     }
 
-    /// Relay ports bound by this core: one per allocation.
+    /// Relay ports bound by this core: one per allocation, two per dual allocation.
     pub fn relay_ports_in_use(&self) -> usize {
         self.by_relay.len()
     }
@@ -414,9 +419,12 @@ impl TurnServer {
         let Some(allocation) = self.allocations[index].as_mut() else {
             return ClientAction::Drop;
         };
-        if allocation.expires <= now || allocation.relay.is_ipv4() != peer.is_ipv4() {
+        if allocation.expires <= now {
             return ClientAction::Drop;
         }
+        let Some(relay) = allocation.relay_for(peer) else {
+            return ClientAction::Drop;
+        };
         // Permissions match the IP only, so a permission for one of the server's own addresses
         // (another allocation's relayed address) must not open the server's other ports, nor
         // may another spelling of that address (`::ffff:a.b.c.d`, 6to4) slip past the check.
@@ -445,17 +453,17 @@ impl TurnServer {
             return ClientAction::Drop;
         }
         ClientAction::Relay {
-            relay: allocation.relay,
+            relay,
             peer,
             range,
             dont_fragment: dont_fragment || allocation.dont_fragment,
         }
     }
 
-    /// Handles one datagram that `peer` sent to the relay socket `relay`; the data is
-    /// `buf[data]`. With [`PEER_HEADROOM`] bytes free before the data (and 3 after it, for a
-    /// stream client), a channel's ChannelData is written in place; otherwise, and for Data
-    /// indications, the message is written into `out`.
+    /// Handles one datagram that `peer` sent to the relay socket `relay`, either one of a dual
+    /// allocation's; the data is `buf[data]`. With [`PEER_HEADROOM`] bytes free before the data
+    /// (and 3 after it, for a stream client), a channel's ChannelData is written in place;
+    /// otherwise, and for Data indications, the message is written into `out`.
     pub fn handle_peer(
         &mut self,
         now: Instant,
@@ -548,9 +556,9 @@ impl TurnServer {
         }
     }
 
-    pub(crate) fn insert(&mut self, allocation: Allocation) {
+    pub(crate) fn insert(&mut self, allocation: Allocation) -> usize {
         let five_tuple = allocation.five_tuple;
-        let relay = allocation.relay;
+        let relays = allocation.relays();
         let index = match self.free_slots.pop() {
             Some(index) => {
                 self.allocations[index] = Some(allocation);
@@ -562,7 +570,10 @@ impl TurnServer {
             }
         };
         self.by_five_tuple.insert(five_tuple, index);
-        self.by_relay.insert(relay, index);
+        for relay in relays {
+            self.by_relay.insert(relay.local, index);
+        }
+        index
     }
 
     pub(crate) fn delete(
@@ -576,12 +587,15 @@ impl TurnServer {
         };
         self.free_slots.push(index);
         self.by_five_tuple.remove(&allocation.five_tuple);
-        self.by_relay.remove(&allocation.relay);
-        sockets.release(allocation.relay);
+        for relay in allocation.relays() {
+            self.by_relay.remove(&relay.local);
+            sockets.release(relay.local);
+        }
+        // One quota unit per allocation, however many relays it holds.
         self.quotas.release(&allocation.username);
         self.events.push_back(Event::AllocationDeleted {
             five_tuple: allocation.five_tuple,
-            relay: allocation.relay,
+            relay: allocation.relay.local,
             reason,
         });
     }

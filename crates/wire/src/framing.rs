@@ -5,7 +5,7 @@
 //! first two bits tell them apart (00 STUN, 01 ChannelData) and each carries its own length.
 //! ChannelData over a stream is padded to a multiple of 4 bytes.
 
-use crate::channel::{CHANNEL_DATA_HEADER_LEN, ChannelNumber, Transport, framed_len};
+use crate::channel::{CHANNEL_DATA_HEADER_LEN, ChannelNumber, ChannelRange, Transport, framed_len};
 use crate::header::{HEADER_LEN, MAGIC_COOKIE};
 
 /// What a frame holds.
@@ -61,6 +61,13 @@ pub enum FramingError {
 /// how long it is.
 #[inline]
 pub fn frame(buf: &[u8]) -> Result<Framing, FramingError> {
+    frame_in(buf, ChannelRange::Rfc8656)
+}
+
+/// As [`frame`], with channel numbers of `range`: a server that accepts RFC 5766's wider
+/// range must also frame it.
+#[inline]
+pub fn frame_in(buf: &[u8], range: ChannelRange) -> Result<Framing, FramingError> {
     let Some(head) = buf.first_chunk::<4>() else {
         return Ok(Framing::Incomplete {
             needed: CHANNEL_DATA_HEADER_LEN,
@@ -82,7 +89,7 @@ pub fn frame(buf: &[u8]) -> Result<Framing, FramingError> {
             (FrameKind::Stun, HEADER_LEN + usize::from(length))
         }
         0b01 => {
-            if ChannelNumber::new(first).is_none() {
+            if ChannelNumber::new_in(first, range).is_none() {
                 return Err(FramingError::InvalidChannel(first));
             }
             (
@@ -102,6 +109,19 @@ pub fn frame(buf: &[u8]) -> Result<Framing, FramingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc5766_channels_frame_only_when_their_range_is_accepted() {
+        let stream = [0x5F, 0xFF, 0x00, 0x01, 0xAA, 0, 0, 0];
+        assert_eq!(frame(&stream), Err(FramingError::InvalidChannel(0x5FFF)));
+        assert_eq!(
+            frame_in(&stream, ChannelRange::Rfc5766),
+            Ok(Framing::Complete(Frame {
+                kind: FrameKind::ChannelData,
+                len: 8
+            }))
+        );
+    }
 
     #[test]
     fn frames_split_and_joined() {

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,8 @@ use icebreaker_turn::{
     TurnConfig, TurnServer, UserCredential,
 };
 use icebreaker_wire::attr::{
-    AnyAttribute, AttrType, Data, DontFragment, ErrorCodeAttribute, Nonce, RawAttribute, Realm,
-    Username, XorPeerAddress, XorRelayedAddress,
+    AddressErrorCode, AddressFamily, AnyAttribute, AttrType, Data, DontFragment,
+    ErrorCodeAttribute, Nonce, RawAttribute, Realm, Username, XorPeerAddress, XorRelayedAddress,
 };
 use icebreaker_wire::credentials::KeyAlgorithm;
 use icebreaker_wire::{
@@ -28,16 +28,20 @@ pub const SERVER: &str = "203.0.113.1:3478";
 /// Unix time at the start of every test: 2026-11-21.
 pub const UNIX_START: u64 = 1_795_219_200;
 
-/// Relay sockets that live in a set; ports can be refused to play another program.
+/// Relay sockets that live in a set; ports can be refused to play another program, and whole
+/// IPs to play an address that is gone.
 #[derive(Default)]
 pub struct FakeSockets {
     pub bound: HashSet<SocketAddr>,
     pub refuse: HashSet<u16>,
+    pub refuse_ip: HashSet<IpAddr>,
 }
 
 impl RelaySockets for FakeSockets {
     fn bind(&mut self, addr: SocketAddr) -> bool {
-        !self.refuse.contains(&addr.port()) && self.bound.insert(addr)
+        !self.refuse.contains(&addr.port())
+            && !self.refuse_ip.contains(&addr.ip())
+            && self.bound.insert(addr)
     }
 
     fn release(&mut self, addr: SocketAddr) {
@@ -356,6 +360,26 @@ pub fn relayed_address(reply: &[u8]) -> SocketAddr {
         .expect("valid")
         .expect("XOR-RELAYED-ADDRESS")
         .0
+}
+
+/// Every XOR-RELAYED-ADDRESS of a successful Allocate answer, in order: two for a dual
+/// allocation.
+pub fn relayed_addresses(reply: &[u8]) -> Vec<SocketAddr> {
+    let message = Message::parse(reply).expect("a reply");
+    assert_eq!(message.class(), Class::Success, "{message:?}");
+    message
+        .get_all::<XorRelayedAddress>()
+        .map(|a| a.expect("valid").0)
+        .collect()
+}
+
+/// The ADDRESS-ERROR-CODE of an Allocate answer: the family refused and why.
+pub fn address_error(reply: &[u8]) -> Option<(AddressFamily, ErrorCode)> {
+    let message = Message::parse(reply).expect("a reply");
+    message
+        .get::<AddressErrorCode>()
+        .expect("valid")
+        .map(|e| (e.family, e.code))
 }
 
 /// The action must be a relay from `relay` to `peer` of exactly `data` within `packet`.
