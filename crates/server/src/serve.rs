@@ -325,6 +325,8 @@ pub fn turn_config(
         icebreaker_turn::ChannelRange::Rfc8656
     };
     turn.relay = relay_addresses(config, listen);
+    turn.family_fallback = family_fallback(listen);
+    turn.alternate_servers = config.alternate_servers.clone();
 
     let mut own: Vec<IpAddr> = interfaces.to_vec();
     own.extend(listen.iter().map(SocketAddr::ip));
@@ -344,6 +346,7 @@ pub fn turn_config(
     relay_ips.extend(listen.iter().map(SocketAddr::ip).filter(|ip| {
         !ip.is_unspecified() && !turn.relay.iter().any(|r| r.bind.is_ipv4() == ip.is_ipv4())
     }));
+    relay_ips.extend(turn.family_fallback.iter().copied());
     relay_ips.sort();
     relay_ips.dedup();
     turn.peer_policy = PeerPolicy {
@@ -374,6 +377,23 @@ fn relay_addresses(config: &Config, listen: &[SocketAddr]) -> Vec<RelayAddress> 
         }],
         None => Vec::new(),
     }
+}
+
+/// One listen IP per family, for an allocation of the family the client did not reach (an
+/// IPv6 relay asked over IPv4, the second half of a dual allocation): the first that is not
+/// loopback, or loopback when the server listens on nothing else.
+fn family_fallback(listen: &[SocketAddr]) -> Vec<IpAddr> {
+    [true, false]
+        .into_iter()
+        .filter_map(|ipv4| {
+            let mut ips = listen
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(|ip| ip.is_ipv4() == ipv4 && !ip.is_unspecified());
+            let first = ips.clone().next();
+            ips.find(|ip| !ip.is_loopback()).or(first)
+        })
+        .collect()
 }
 
 fn unix_time() -> u64 {
