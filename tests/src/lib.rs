@@ -245,6 +245,219 @@ pub fn test_certificate(dir: &std::path::Path, names: &[&str]) -> TestCertificat
     }
 }
 
+/// What a tool from outside the project did: whether it exited with 0, its exit code, and its
+/// stdout followed by its stderr.
+pub struct ToolRun {
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// Its exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Its stdout, then its stderr.
+    pub output: String,
+}
+
+/// Runs `program` with `args`, killing it if it outlives `deadline`, which fails the test: a
+/// hung tool must fail the run rather than block it.
+pub fn run_tool(program: &str, args: &[&str], deadline: Duration) -> ToolRun {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let stdout = drain_pipe(child.stdout.take().expect("piped"));
+    let stderr = drain_pipe(child.stderr.take().expect("piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let output = format!(
+        "{}{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    let Some(status) = status else {
+        panic!(
+            "{program} {} hung for {deadline:?} and was killed; it printed:\n{output}",
+            args.join(" ")
+        );
+    };
+    ToolRun {
+        success: status.success(),
+        code: status.code(),
+        output,
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own, so that a chatty tool never blocks on it.
+fn drain_pipe(mut pipe: impl std::io::Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// `turnutils_peer`, coturn's UDP echo peer, on ports `port` and `port + 1` of `ip` (it binds
+/// both: `turnutils_uclient` sends its RTCP stream to the second), killed by PID when dropped.
+pub struct TurnutilsPeer {
+    child: Child,
+    /// The IP it listens on.
+    pub ip: std::net::IpAddr,
+    /// Its first port; it listens on the next one too.
+    pub port: u16,
+}
+
+impl TurnutilsPeer {
+    /// Starts the peer on 127.0.0.1; see [`TurnutilsPeer::start_on`].
+    pub fn start() -> TurnutilsPeer {
+        TurnutilsPeer::start_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Starts the peer on a free pair of ports of `ip` and returns once it echoes on both.
+    pub fn start_on(ip: std::net::IpAddr) -> TurnutilsPeer {
+        for _ in 0..10 {
+            let port = free_udp_port_pair(ip);
+            let child = Command::new("turnutils_peer")
+                .args(["-L", &ip.to_string(), "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start turnutils_peer: {e}"));
+            let mut peer = TurnutilsPeer { child, ip, port };
+            if peer.echoes() {
+                return peer;
+            }
+            // Dropping it kills it; try another pair.
+        }
+        panic!("turnutils_peer never echoed on {ip}");
+    }
+
+    /// Whether the peer answers a datagram on both of its ports within five seconds.
+    fn echoes(&mut self) -> bool {
+        let probe = UdpSocket::bind(SocketAddr::new(self.ip, 0)).expect("bind the probe");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        for port in [self.port, self.port + 1] {
+            let to = SocketAddr::new(self.ip, port);
+            loop {
+                if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                let _ = probe.send_to(b"icebreaker probe", to);
+                if matches!(probe.recv_from(&mut buf), Ok((16, from)) if from == to) {
+                    break;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Drop for TurnutilsPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port `p` of `ip` with `p + 1` free as well, a moment ago.
+fn free_udp_port_pair(ip: std::net::IpAddr) -> u16 {
+    for _ in 0..100 {
+        let Ok(first) = UdpSocket::bind(SocketAddr::new(ip, 0)) else {
+            continue;
+        };
+        let port = first.local_addr().expect("local address").port();
+        if port < u16::MAX && UdpSocket::bind(SocketAddr::new(ip, port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no pair of free UDP ports on {ip}");
+}
+
+/// The final statistics `turnutils_uclient` prints.
+#[derive(Debug, PartialEq)]
+pub struct UclientStats {
+    /// Messages sent, all clients together.
+    pub sent: u64,
+    /// Messages that came back.
+    pub received: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Bytes that came back.
+    pub received_bytes: u64,
+    /// Messages that never came back.
+    pub lost: u64,
+    /// Messages the tool could not send.
+    pub send_dropped: u64,
+}
+
+impl UclientStats {
+    /// Reads the last `start_mclient: tot_send_msgs=`, `start_mclient: tot_send_bytes ~` and
+    /// `Total lost packets` lines of uclient's output.
+    pub fn parse(output: &str) -> UclientStats {
+        let last = |marker: &str| {
+            output
+                .lines()
+                .rev()
+                .find(|l| l.contains(marker))
+                .unwrap_or_else(|| panic!("uclient printed no {marker:?} line:\n{output}"))
+        };
+        let messages = last("start_mclient: tot_send_msgs=");
+        let bytes = last("start_mclient: tot_send_bytes ~");
+        let loss = last("Total lost packets");
+        UclientStats {
+            sent: number_after(messages, "tot_send_msgs="),
+            received: number_after(messages, "tot_recv_msgs="),
+            sent_bytes: number_after(bytes, "tot_send_bytes ~ "),
+            received_bytes: number_after(bytes, "tot_recv_bytes ~ "),
+            lost: number_after(loss, "Total lost packets "),
+            send_dropped: number_after(loss, "total send dropped "),
+        }
+    }
+}
+
+/// The decimal number right after `key` in `line`.
+fn number_after(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {line:?}"))
+        + key.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
+}
+
+/// The value of `series` on `server` once it reaches `at_least`, or whatever it is after two
+/// seconds: a counter may be bumped just after the answer that the test saw.
+pub fn metric_reaching(server: &Server, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let value = server.metric(series);
+        if value >= at_least || Instant::now() > deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The README's examples compile and run as doc tests, here where every crate they use is a
 /// dependency.
 #[cfg(doctest)]

@@ -24,13 +24,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use icebreaker_tests::{Server, free_udp_port, have_tool};
+use icebreaker_tests::{
+    Server, ToolRun, TurnutilsPeer, UclientStats, free_udp_port, have_tool, metric_reaching,
+    run_tool,
+};
 
 /// Longest any one tool may run. uclient's runs take 4 to 7 seconds on loopback.
 const TOOL_DEADLINE: Duration = Duration::from_secs(60);
@@ -44,199 +44,6 @@ const TO_PEER: &str = r#"icebreaker_turn_relayed_packets_total{direction="client
 const TO_CLIENT: &str = r#"icebreaker_turn_relayed_packets_total{direction="peer_to_client"}"#;
 const BYTES_TO_PEER: &str = r#"icebreaker_turn_relayed_bytes_total{direction="client_to_peer"}"#;
 const BYTES_TO_CLIENT: &str = r#"icebreaker_turn_relayed_bytes_total{direction="peer_to_client"}"#;
-
-/// What a tool did: whether it exited with 0, its exit code, stdout then stderr.
-struct Run {
-    success: bool,
-    code: Option<i32>,
-    output: String,
-}
-
-/// Runs `program` with `args`, killing it if it outlives `deadline`, which fails the test.
-fn run(program: &str, args: &[&str], deadline: Duration) -> Run {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let stdout = drain(child.stdout.take().expect("piped"));
-    let stderr = drain(child.stderr.take().expect("piped"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let output = format!(
-        "{}{}",
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default()
-    );
-    let Some(status) = status else {
-        panic!(
-            "{program} {} hung for {deadline:?} and was killed; it printed:\n{output}",
-            args.join(" ")
-        );
-    };
-    Run {
-        success: status.success(),
-        code: status.code(),
-        output,
-    }
-}
-
-/// Reads a pipe to its end on a thread of its own, so that a chatty tool never blocks on it.
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// `turnutils_peer`, coturn's UDP echo peer, on 127.0.0.1 ports `port` and `port + 1` (it
-/// binds both: uclient sends its RTCP stream to the second), killed by PID when dropped.
-struct TurnutilsPeer {
-    child: Child,
-    port: u16,
-}
-
-impl TurnutilsPeer {
-    /// Starts the peer on a free pair of ports and returns once it echoes on both.
-    fn start() -> TurnutilsPeer {
-        for _ in 0..10 {
-            let port = free_port_pair();
-            let child = Command::new("turnutils_peer")
-                .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start turnutils_peer: {e}"));
-            let mut peer = TurnutilsPeer { child, port };
-            if peer.echoes() {
-                return peer;
-            }
-            // Dropping it kills it; try another pair.
-        }
-        panic!("turnutils_peer never echoed on 127.0.0.1");
-    }
-
-    /// Whether the peer answers a datagram on both of its ports within five seconds.
-    fn echoes(&mut self) -> bool {
-        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind the probe");
-        probe
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = [0u8; 64];
-        for port in [self.port, self.port + 1] {
-            let to = SocketAddr::from(([127, 0, 0, 1], port));
-            loop {
-                if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
-                    return false;
-                }
-                let _ = probe.send_to(b"icebreaker probe", to);
-                if matches!(probe.recv_from(&mut buf), Ok((16, from)) if from == to) {
-                    break;
-                }
-            }
-        }
-        true
-    }
-}
-
-impl Drop for TurnutilsPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port `p` with `p + 1` free as well on 127.0.0.1, a moment ago.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let Ok(first) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let port = first.local_addr().expect("local address").port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no pair of free UDP ports on 127.0.0.1");
-}
-
-/// uclient's final statistics.
-#[derive(Debug, PartialEq)]
-struct UclientStats {
-    sent: u64,
-    received: u64,
-    sent_bytes: u64,
-    received_bytes: u64,
-    lost: u64,
-    send_dropped: u64,
-}
-
-impl UclientStats {
-    /// Reads the last `start_mclient: tot_send_msgs=`, `start_mclient: tot_send_bytes ~` and
-    /// `Total lost packets` lines.
-    fn parse(output: &str) -> UclientStats {
-        let last = |marker: &str| {
-            output
-                .lines()
-                .rev()
-                .find(|l| l.contains(marker))
-                .unwrap_or_else(|| panic!("uclient printed no {marker:?} line:\n{output}"))
-        };
-        let messages = last("start_mclient: tot_send_msgs=");
-        let bytes = last("start_mclient: tot_send_bytes ~");
-        let loss = last("Total lost packets");
-        UclientStats {
-            sent: number_after(messages, "tot_send_msgs="),
-            received: number_after(messages, "tot_recv_msgs="),
-            sent_bytes: number_after(bytes, "tot_send_bytes ~ "),
-            received_bytes: number_after(bytes, "tot_recv_bytes ~ "),
-            lost: number_after(loss, "Total lost packets "),
-            send_dropped: number_after(loss, "total send dropped "),
-        }
-    }
-}
-
-/// The decimal number right after `key` in `line`.
-fn number_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key:?} in {line:?}"))
-        + key.len();
-    let digits: String = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
-}
-
-/// The value of `series` once it reaches `at_least`, or whatever it is after two seconds.
-fn metric_reaching(server: &Server, series: &str, at_least: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let value = server.metric(series);
-        if value >= at_least || Instant::now() > deadline {
-            return value;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A server for uclient: long-term user alice, loopback peers allowed, and a user quota
 /// above uclient's needs (each client also makes and deletes a probe allocation).
@@ -260,7 +67,7 @@ fn uclient(
     mode: &[&str],
     credentials: &[&str],
     length: u64,
-) -> Run {
+) -> ToolRun {
     let (clients, messages, length) = (
         CLIENTS.to_string(),
         MESSAGES.to_string(),
@@ -284,7 +91,7 @@ fn uclient(
         &server_port,
         "127.0.0.1",
     ]);
-    run("turnutils_uclient", &args, TOOL_DEADLINE)
+    run_tool("turnutils_uclient", &args, TOOL_DEADLINE)
 }
 
 /// uclient in `mode` relays every message there and back, and the server counted each one.
@@ -427,7 +234,7 @@ fn stunclient_gets_its_mapped_address() {
     }
     let server = Server::start(&["--user", "alice:secret"]);
     let port = server.addr.port().to_string();
-    let ran = run(
+    let ran = run_tool(
         "turnutils_stunclient",
         &["-p", &port, "127.0.0.1"],
         TOOL_DEADLINE,
@@ -498,7 +305,7 @@ fn natdiscovery_finds_endpoint_independent_mapping_and_filtering() {
         let mut args = vec!["-m", "-f", "-L", "127.0.0.1", "-p", &port];
         args.extend_from_slice(extra);
         args.push("127.0.0.1");
-        let ran = run("turnutils_natdiscovery", &args, TOOL_DEADLINE);
+        let ran = run_tool("turnutils_natdiscovery", &args, TOOL_DEADLINE);
         let out = &ran.output;
         assert!(
             ran.success,
@@ -543,7 +350,7 @@ fn stunclient_rfc5780_mode_gets_answers_from_the_other_address() {
     let port = primary.to_string();
     // -f: a plain request, then CHANGE-REQUEST (IP and port) with RESPONSE-PORT, then
     // CHANGE-REQUEST with 1500 bytes of PADDING from a second socket.
-    let ran = run(
+    let ran = run_tool(
         "turnutils_stunclient",
         &["-f", "-p", &port, "127.0.0.1"],
         TOOL_DEADLINE,

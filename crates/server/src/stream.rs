@@ -6,6 +6,7 @@
 //! the stream, so the limits are unit-tested on made-up instants.
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -183,7 +184,7 @@ pub(crate) enum Arrival {
     /// Bytes were read (maybe none yet usable); the connection lives on.
     Open,
     /// The PROXY header named the client: use this address from now on.
-    ClientAddress(std::net::SocketAddr),
+    ClientAddress(SocketAddr),
     /// The connection must close.
     Closed(CloseReason),
 }
@@ -268,7 +269,11 @@ impl<S: Read + Write> Link<S> {
                         let len = match header {
                             ProxyHeader::Local { len } => len,
                             ProxyHeader::Proxy { len, source, .. } => {
-                                arrival = Arrival::ClientAddress(source);
+                                // A dual-stack balancer may write an IPv4 client as
+                                // `::ffff:a.b.c.d`; the client is IPv4 all the same.
+                                let ip = source.ip().to_canonical();
+                                arrival =
+                                    Arrival::ClientAddress(SocketAddr::new(ip, source.port()));
                                 len
                             }
                         };
