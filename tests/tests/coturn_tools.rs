@@ -2,7 +2,7 @@
 //! `icebreaker serve` on loopback: `turnutils_uclient` relaying to `turnutils_peer` with
 //! long-term and TURN REST credentials, `turnutils_stunclient` for Binding, and
 //! `turnutils_natdiscovery` for the RFC 5780 behaviour tests against a server with an
-//! `--other-address`.
+//! `--other-address`. uclient relays over UDP, TCP (`-t`) and TLS (`-t -S`).
 //!
 //! Every tool runs under a deadline and is killed when it passes it, so a hang fails the test
 //! instead of blocking the run. A missing tool skips the test (fails it under
@@ -28,8 +28,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use icebreaker_tests::{
-    Server, ToolRun, TurnutilsPeer, UclientStats, free_udp_port, have_tool, metric_reaching,
-    run_tool,
+    Server, ToolRun, TurnutilsPeer, UclientStats, free_tcp_port, free_udp_port, have_tool,
+    metric_reaching, run_tool, test_certificate,
 };
 
 /// Longest any one tool may run. uclient's runs take 4 to 7 seconds on loopback.
@@ -68,12 +68,23 @@ fn uclient(
     credentials: &[&str],
     length: u64,
 ) -> ToolRun {
+    uclient_on(server.addr.port(), peer, mode, credentials, length)
+}
+
+/// As [`uclient`], to the server's port `server_port` (its TLS port, say).
+fn uclient_on(
+    server_port: u16,
+    peer: &TurnutilsPeer,
+    mode: &[&str],
+    credentials: &[&str],
+    length: u64,
+) -> ToolRun {
     let (clients, messages, length) = (
         CLIENTS.to_string(),
         MESSAGES.to_string(),
         length.to_string(),
     );
-    let (peer_port, server_port) = (peer.port.to_string(), server.addr.port().to_string());
+    let (peer_port, server_port) = (peer.port.to_string(), server_port.to_string());
     let mut args: Vec<&str> = mode.to_vec();
     args.extend_from_slice(credentials);
     args.extend_from_slice(&[
@@ -94,20 +105,55 @@ fn uclient(
     run_tool("turnutils_uclient", &args, TOOL_DEADLINE)
 }
 
-/// uclient in `mode` relays every message there and back, and the server counted each one.
+/// How uclient reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Over {
+    Udp,
+    /// `-t`: TCP to the listen port.
+    Tcp,
+    /// `-t -S`: TLS to the TLS port, with a self-signed certificate (uclient does not verify).
+    Tls,
+}
+
+/// uclient in `mode` relays every message there and back over UDP, and the server counted
+/// each one.
 fn relays_without_loss(mode: &[&str], length: u64) {
+    relays_without_loss_over(Over::Udp, mode, length);
+}
+
+/// As [`relays_without_loss`], with uclient reaching the server `over` a transport.
+fn relays_without_loss_over(over: Over, mode: &[&str], length: u64) {
     if !(have_tool("turnutils_uclient") && have_tool("turnutils_peer")) {
         return;
     }
-    let server = uclient_server(&["--user", "alice:secret"]);
-    let peer = TurnutilsPeer::start();
-    let ran = uclient(
-        &server,
-        &peer,
-        mode,
-        &["-u", "alice", "-w", "secret"],
-        length,
+    let dir = std::env::temp_dir().join(format!(
+        "icebreaker-uclient-{over:?}-{length}-{}",
+        std::process::id()
+    ));
+    let certificate = test_certificate(&dir, &["localhost", "127.0.0.1"]);
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port())).to_string();
+    let (cert, key) = (
+        certificate.cert_path.to_string_lossy().into_owned(),
+        certificate.key_path.to_string_lossy().into_owned(),
     );
+    let mut flags = vec!["--user", "alice:secret"];
+    if let Over::Tls = over {
+        flags.extend(["--tls-listen", &tls, "--tls-cert", &cert, "--tls-key", &key]);
+    }
+    let server = uclient_server(&flags);
+    let peer = TurnutilsPeer::start();
+    let (prefix, port): (&[&str], u16) = match over {
+        Over::Udp => (&[], server.addr.port()),
+        Over::Tcp => (&["-t"], server.addr.port()),
+        Over::Tls => (
+            &["-t", "-S"],
+            tls.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap(),
+        ),
+    };
+    let mode: Vec<&str> = prefix.iter().chain(mode).copied().collect();
+    let mode = mode.as_slice();
+    let ran = uclient_on(port, &peer, mode, &["-u", "alice", "-w", "secret"], length);
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         ran.success,
         "turnutils_uclient {mode:?} -l {length} exited with {:?}:\n{}",
@@ -128,6 +174,18 @@ fn relays_without_loss(mode: &[&str], length: u64) {
         ran.output
     );
     assert_relayed(&server, expected, length);
+    let stream = match over {
+        Over::Udp => None,
+        Over::Tcp => Some("tcp"),
+        Over::Tls => Some("tls"),
+    };
+    if let Some(transport) = stream {
+        let series = format!("icebreaker_connections_opened_total{{transport=\"{transport}\"}}");
+        assert!(
+            server.metric(&series) >= CLIENTS as f64,
+            "every client came over {transport}"
+        );
+    }
 }
 
 /// The server counted `packets` datagrams of `length` bytes each way, no more, no fewer.
@@ -161,6 +219,18 @@ fn uclient_relays_100_byte_channel_data_without_loss() {
 #[test]
 fn uclient_relays_1200_byte_channel_data_without_loss() {
     relays_without_loss(&["-c"], 1200);
+}
+
+#[test]
+fn uclient_over_tcp_relays_channel_data_and_send_indications_without_loss() {
+    relays_without_loss_over(Over::Tcp, &["-c"], 100);
+    relays_without_loss_over(Over::Tcp, &["-c", "-s"], 1200);
+}
+
+#[test]
+fn uclient_over_tls_relays_channel_data_and_send_indications_without_loss() {
+    relays_without_loss_over(Over::Tls, &["-c"], 1200);
+    relays_without_loss_over(Over::Tls, &["-c", "-s"], 100);
 }
 
 #[test]
