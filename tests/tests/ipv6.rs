@@ -149,6 +149,11 @@ fn uclient_relays_send_indications_with_an_ipv6_relay_requested_without_loss() {
 }
 
 #[test]
+fn uclient_relays_over_tcp_on_ipv6_without_loss() {
+    uclient_relays_over_ipv6_without_loss(&["-t", "-c"]);
+}
+
+#[test]
 fn binding_from_ipv6_gets_the_socket_address_as_xor_mapped_address() {
     let Some(server) = ipv6_server(&[]) else {
         return;
