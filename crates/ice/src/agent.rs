@@ -1,4 +1,7 @@
-//! The ICE agent (RFC 8445): one data stream, one component, UDP.
+//! The ICE agent (RFC 8445): one data stream, one component, UDP; TURN servers over UDP,
+//! TCP or TLS.
+
+mod stream;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -16,8 +19,13 @@ use crate::candidate::{
 };
 use crate::messages::{self, CheckRequest};
 use crate::turn_client::{TurnClient, TurnClientConfig, TurnEvent};
+use crate::uri::Transport;
 
-/// A TURN server to allocate a relayed candidate on, with long-term credentials.
+pub use stream::TurnStream;
+
+/// A TURN server to allocate a relayed candidate on, with long-term credentials. Those of
+/// [`AgentConfig::turn_servers`] are reached over UDP; [`Agent::add_turn_server`] adds one
+/// over TCP or TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TurnServerConfig {
     /// The server's address.
@@ -78,7 +86,8 @@ pub struct AgentConfig {
     pub controlling: bool,
     /// STUN servers for server-reflexive candidates.
     pub stun_servers: Vec<SocketAddr>,
-    /// TURN servers for relayed candidates.
+    /// TURN servers for relayed candidates, reached over UDP (see [`Agent::add_turn_server`]
+    /// for TCP and TLS).
     pub turn_servers: Vec<TurnServerConfig>,
     /// Offer and use only relayed candidates (WebRTC's `iceTransportPolicy: "relay"`).
     pub relay_only: bool,
@@ -154,17 +163,35 @@ pub enum Event {
     },
     /// The peer stopped answering consent checks for the consent timeout (RFC 7675).
     ConsentLost,
+    /// The agent is done with a TCP or TLS connection to a TURN server: the driver closes it,
+    /// after writing the transmits [`Agent::poll_transmit`] gave for it before this event,
+    /// and never reopens it. Whatever was relayed over it is gone: a relay still allocating
+    /// also gives [`Event::GatherFailed`]; an allocated one's pairs fail, and when the
+    /// selected pair ran over it the agent turns [`ConnectionState::Failed`] (the other
+    /// candidates' checks go on). [`Agent::close`] ends every connection this way too.
+    StreamClosed {
+        /// The connection.
+        stream: TurnStream,
+        /// The relayed candidate that went with it, when the allocation had been made.
+        relayed: Option<SocketAddr>,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
-/// A datagram for the driver to send from its socket bound to `local`.
+/// Bytes for the driver to send: a datagram from its UDP socket bound to `local`, or a piece
+/// of the byte stream to a TURN server reached over TCP or TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    /// The local socket's address.
+    /// The local socket's address (for a stream, the UDP socket the relay belongs to).
     pub local: SocketAddr,
-    /// The destination.
+    /// The destination (for a stream, the TURN server).
     pub remote: SocketAddr,
     /// The bytes.
     pub payload: Vec<u8>,
+    /// `None`: a UDP datagram. `Some`: write the payload to this connection, opening it first
+    /// if this is its first transmit (its `local` and `server` are the fields above).
+    pub stream: Option<TurnStream>,
 }
 
 /// Why [`Agent::send`] could not send.
@@ -191,6 +218,9 @@ struct LocalCandidate {
     /// candidate the relayed address itself (sent through its TURN client).
     base: SocketAddr,
     local_preference: u16,
+    /// A relayed candidate's transport to its TURN server (what browsers report as
+    /// `relayProtocol`); a candidate line has no field for it.
+    relay_transport: Option<Transport>,
 }
 
 #[derive(Debug)]
@@ -217,6 +247,13 @@ struct Relay {
     status: RelayStatus,
     permitted: HashSet<IpAddr>,
     local_preference: u16,
+    /// How the server is reached: UDP from `socket`, or a TCP or TLS connection.
+    transport: Transport,
+    /// Stream bytes read and not yet framed.
+    inbox: Vec<u8>,
+    /// The stream connection is over ([`Event::StreamClosed`] went out): nothing more is sent
+    /// or read on it. Never set over UDP.
+    closed: bool,
 }
 
 #[derive(Debug)]
@@ -275,17 +312,44 @@ struct EarlyCheck {
 /// # Call order
 ///
 /// 1. [`Agent::new`], then [`Agent::add_local_socket`] for each UDP socket the driver bound
-///    (one per interface address), then [`Agent::gather`].
+///    (one per interface address), [`Agent::add_turn_server`] for each TURN server reached
+///    over TCP or TLS, then [`Agent::gather`].
 /// 2. Signal [`Agent::local_credentials`] and every [`Event::LocalCandidate`] to the peer;
 ///    pass the peer's with [`Agent::set_remote_credentials`] and
 ///    [`Agent::add_remote_candidate`], and [`Agent::end_of_remote_candidates`].
 /// 3. For each datagram on a socket: [`Agent::handle_input`]; what it returns is
-///    application data.
+///    application data. For bytes read from a TURN server's TCP or TLS connection:
+///    [`Agent::handle_stream_input`], likewise; when that connection ends:
+///    [`Agent::handle_stream_closed`].
 /// 4. Whenever [`Agent::poll_timeout`] passes: [`Agent::handle_timeout`].
-/// 5. After any call: drain [`Agent::poll_transmit`] (send each from its `local` socket) and
-///    [`Agent::poll_event`].
+/// 5. After any call: drain [`Agent::poll_transmit`] (send each from its `local` socket, or
+///    write it to the connection its `stream` names) and [`Agent::poll_event`].
 ///
 /// Data goes out with [`Agent::send`] once [`Event::Selected`] came.
+///
+/// ## TURN over TCP or TLS
+///
+/// A TURN server reached over a stream (RFC 8656 §3.1: `turn:...?transport=tcp`, `turns:`)
+/// gives one relayed candidate per local socket of its address family, still relaying UDP on
+/// the server's side, with a lower priority than one over UDP (RFC 8445 §5.1.2.1: UDP, then
+/// TCP, then TLS) and no server-reflexive candidate (the server saw a TCP address). The agent
+/// still opens nothing; for each such relay the driver keeps one connection, named by a
+/// [`TurnStream`]:
+///
+/// - A [`Transmit`] whose `stream` is `Some` is written to that connection rather than sent
+///   from a UDP socket. The first one for a stream is the driver's cue to connect (from the
+///   IP of [`TurnStream::local`], TLS naming and verifying the server as its URI does); until
+///   the connection is up the driver keeps the bytes, in order. Requests go once, with no
+///   retransmission: the stream delivers them or breaks.
+/// - Everything read from the connection goes to [`Agent::handle_stream_input`] as read, in
+///   pieces of any size: the agent cuts the stream into STUN messages and ChannelData
+///   itself. It returns the application data that came relayed from the peer.
+/// - When the connection cannot be opened, ends or fails: [`Agent::handle_stream_closed`].
+///   That relay fails; the other candidates go on.
+/// - [`Event::StreamClosed`] says the agent is done with a connection (its allocation
+///   failed, was lost or was released): the driver closes it and never reopens it.
+///
+/// [`Agent::relay_transport`] tells which transport a local relayed candidate came over.
 pub struct Agent {
     config: AgentConfig,
     rng: Box<dyn RngCore + Send>,
@@ -298,6 +362,8 @@ pub struct Agent {
     previous_credentials: Option<Credentials>,
     remote_credentials: Option<Credentials>,
     sockets: Vec<SocketAddr>,
+    /// [`AgentConfig::turn_servers`] over UDP, then those added with their transport.
+    turn_servers: Vec<(TurnServerConfig, Transport)>,
     local: Vec<LocalCandidate>,
     remote: Vec<Candidate>,
     pairs: Vec<Pair>,
@@ -321,6 +387,11 @@ impl Agent {
     pub fn new(config: AgentConfig, mut rng: Box<dyn RngCore + Send>, now: Instant) -> Agent {
         let local_credentials = Credentials::random(&mut *rng);
         let tie_breaker = rng.next_u64();
+        let turn_servers = config
+            .turn_servers
+            .iter()
+            .map(|server| (server.clone(), Transport::Udp))
+            .collect();
         Agent {
             controlling: config.controlling,
             config,
@@ -331,6 +402,7 @@ impl Agent {
             previous_credentials: None,
             remote_credentials: None,
             sockets: Vec::new(),
+            turn_servers,
             local: Vec::new(),
             remote: Vec::new(),
             pairs: Vec::new(),
@@ -408,15 +480,15 @@ impl Agent {
                     }
                 }
             }
-            for turn in self.config.turn_servers.clone() {
+            for (turn, transport) in self.turn_servers.clone() {
                 if turn.server.is_ipv4() != socket.is_ipv4() {
                     continue;
                 }
-                match self
-                    .relays
-                    .iter()
-                    .position(|r| r.socket == socket && r.client.server() == turn.server)
-                {
+                match self.relays.iter().position(|r| {
+                    r.socket == socket
+                        && r.client.server() == turn.server
+                        && r.transport == transport
+                }) {
                     Some(existing) => {
                         // A restart keeps the allocation: the path in use may run over it.
                         if self.relays[existing].status == RelayStatus::Ready {
@@ -424,18 +496,20 @@ impl Agent {
                         }
                     }
                     None => {
-                        let mut client = TurnClient::new(TurnClientConfig::new(
-                            turn.server,
-                            &turn.username,
-                            &turn.password,
-                        ));
+                        let mut client_config =
+                            TurnClientConfig::new(turn.server, &turn.username, &turn.password);
+                        client_config.reliable = transport != Transport::Udp;
+                        let mut client = TurnClient::new(client_config);
                         client.allocate(now, &mut *self.rng);
                         self.relays.push(Relay {
                             socket,
                             client,
                             status: RelayStatus::Allocating,
                             permitted: HashSet::new(),
-                            local_preference,
+                            local_preference: stream::relay_preference(local_preference, transport),
+                            transport,
+                            inbox: Vec::new(),
+                            closed: false,
                         });
                         self.drain_relay(now, self.relays.len() - 1);
                     }
@@ -531,6 +605,7 @@ impl Agent {
                 self.relays[index].client.deallocate(now, &mut *self.rng);
                 self.drain_relay(now, index);
             }
+            self.close_stream(index, "the agent closed");
         }
         self.relays.clear();
         self.transactions.clear();
@@ -573,11 +648,9 @@ impl Agent {
         if self.state == ConnectionState::Closed {
             return None;
         }
-        if let Some(index) = self
-            .relays
-            .iter()
-            .position(|r| r.socket == local && r.client.server() == remote)
-        {
+        if let Some(index) = self.relays.iter().position(|r| {
+            r.socket == local && r.client.server() == remote && r.transport == Transport::Udp
+        }) {
             // A STUN server that is also the TURN server answers gathering requests here.
             if let Ok(message) = Message::parse(packet)
                 && message.class().is_response()
@@ -609,10 +682,11 @@ impl Agent {
             return;
         }
         for index in 0..self.relays.len() {
-            if self.relays[index]
-                .client
-                .poll_timeout()
-                .is_some_and(|at| at <= now)
+            if !self.relays[index].closed
+                && self.relays[index]
+                    .client
+                    .poll_timeout()
+                    .is_some_and(|at| at <= now)
             {
                 self.relays[index]
                     .client
@@ -638,7 +712,7 @@ impl Agent {
         let mut consider = |at: Instant| {
             earliest = Some(earliest.map_or(at, |e| e.min(at)));
         };
-        for relay in &self.relays {
+        for relay in self.relays.iter().filter(|r| !r.closed) {
             if let Some(at) = relay.client.poll_timeout() {
                 consider(at);
             }
@@ -691,13 +765,8 @@ impl Agent {
             .iter()
             .position(|r| r.client.relayed_address() == Some(from))
         {
-            let relay = &mut self.relays[index];
-            if let Ok(datagram) = relay.client.send_to(to, &payload) {
-                self.transmits.push_back(Transmit {
-                    local: relay.socket,
-                    remote: relay.client.server(),
-                    payload: datagram,
-                });
+            if let Ok(datagram) = self.relays[index].client.send_to(to, &payload) {
+                self.relay_transmit(index, datagram);
             }
             self.drain_relay(now, index);
             return;
@@ -706,24 +775,23 @@ impl Agent {
             local: from,
             remote: to,
             payload,
+            stream: None,
         });
     }
 
     fn drain_relay(&mut self, now: Instant, index: usize) {
         while let Some(payload) = self.relays[index].client.poll_transmit() {
-            self.transmits.push_back(Transmit {
-                local: self.relays[index].socket,
-                remote: self.relays[index].client.server(),
-                payload,
-            });
+            self.relay_transmit(index, payload);
         }
         while let Some(event) = self.relays[index].client.poll_event() {
             match event {
                 TurnEvent::Allocated { mapped, .. } => {
                     self.relays[index].status = RelayStatus::Ready;
                     self.add_relayed_candidate(now, index);
+                    // Over TCP the mapped address is a TCP one: no UDP candidate.
                     if let Some(mapped) = mapped
                         && !self.config.relay_only
+                        && self.relays[index].transport == Transport::Udp
                     {
                         let socket = self.relays[index].socket;
                         let server = self.relays[index].client.server();
@@ -737,6 +805,7 @@ impl Agent {
                         server: self.relays[index].client.server(),
                         reason: error.to_string(),
                     });
+                    self.close_stream(index, &format!("the allocation failed: {error}"));
                     self.update_gathering();
                 }
                 TurnEvent::PermissionCreated(ip) => {
@@ -748,10 +817,11 @@ impl Agent {
                         Some(local.base) == relayed && remote.address.ip() == peer
                     });
                 }
-                TurnEvent::RefreshFailed(_) => {
+                TurnEvent::RefreshFailed(error) => {
                     self.relays[index].status = RelayStatus::Failed;
                     let relayed = self.relays[index].client.relayed_address();
                     self.fail_pairs(|local, _| Some(local.base) == relayed);
+                    self.close_stream(index, &format!("the allocation was lost: {error}"));
                 }
                 _ => {}
             }
@@ -774,16 +844,24 @@ impl Agent {
         let candidate = Candidate::new(
             CandidateKind::Relayed,
             relayed,
-            foundation(
-                CandidateKind::Relayed,
+            stream::relay_foundation(
                 relay.socket.ip(),
-                Some(relay.client.server().ip()),
+                relay.client.server().ip(),
+                relay.transport,
             ),
             relay.local_preference,
             relay.client.mapped_address(),
         );
         let local_preference = relay.local_preference;
+        let transport = relay.transport;
         self.add_local_candidate(now, candidate, relayed, local_preference);
+        if let Some(local) = self
+            .local
+            .iter_mut()
+            .find(|l| l.candidate.address == relayed)
+        {
+            local.relay_transport = Some(transport);
+        }
     }
 
     fn add_server_reflexive(
@@ -821,6 +899,7 @@ impl Agent {
             candidate,
             base: socket,
             local_preference,
+            relay_transport: None,
         });
     }
 
@@ -844,6 +923,7 @@ impl Agent {
             candidate,
             base,
             local_preference,
+            relay_transport: None,
         });
         let local = self.local.len() - 1;
         for remote in 0..self.remote.len() {
@@ -1448,6 +1528,7 @@ impl Agent {
                             candidate,
                             base,
                             local_preference,
+                            relay_transport: self.local[local].relay_transport,
                         });
                         self.local.len() - 1
                     }

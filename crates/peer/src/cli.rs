@@ -1,6 +1,7 @@
 //! The command line, and the checked [`Options`] a run is made of.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -50,11 +51,17 @@ pub struct Cli {
     /// A STUN server for server-reflexive candidates: stun:HOST or stun:HOST:PORT (repeatable).
     #[arg(long = "stun", value_name = "URI", value_parser = uri::parse_stun)]
     pub stun: Vec<ServerUri>,
-    /// A TURN server for relayed candidates: turn:HOST or turn:HOST:PORT, ?transport=udp
-    /// allowed (repeatable; all share --user and --password).
+    /// A TURN server for relayed candidates (repeatable; all share --user and --password):
+    /// turn:HOST or turn:HOST:PORT over UDP, turn:HOST:PORT?transport=tcp over TCP,
+    /// turns:HOST:PORT over TLS (port 5349 when none is given). The relayed candidate is UDP
+    /// whichever transport reaches the server.
     #[arg(long = "turn", value_name = "URI", value_parser = uri::parse_turn,
           requires_all = ["user", "password"])]
     pub turn: Vec<ServerUri>,
+    /// A PEM file of CA certificates that turns: servers may be signed by, trusted besides
+    /// the system's roots (a private CA, a test certificate).
+    #[arg(long, value_name = "FILE", requires = "turn")]
+    pub ca: Option<PathBuf>,
     /// The TURN username.
     #[arg(long, value_name = "U", requires = "turn")]
     pub user: Option<String>,
@@ -115,6 +122,8 @@ pub struct Options {
     pub turn: Vec<ServerUri>,
     /// TURN username and password.
     pub turn_credentials: Option<(String, String)>,
+    /// CA certificates trusted for TLS besides the system's.
+    pub ca: Option<PathBuf>,
     /// Relayed candidates only.
     pub relay_only: bool,
     /// Probes to send (offerer).
@@ -183,6 +192,7 @@ impl Cli {
             stun: self.stun.clone(),
             turn: self.turn.clone(),
             turn_credentials,
+            ca: self.ca.clone(),
             relay_only: self.relay_only,
             send: self.send,
             size: self.size,
@@ -246,6 +256,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use crate::uri::Transport;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("ice-peer").chain(args.iter().copied()))
@@ -276,6 +287,12 @@ mod tests {
             "stun:127.0.0.1",
             "--turn",
             "turn:127.0.0.1:3479?transport=udp",
+            "--turn",
+            "turn:127.0.0.1:3479?transport=tcp",
+            "--turn",
+            "turns:localhost",
+            "--ca",
+            "/etc/ca.pem",
             "--user",
             "alice",
             "--password",
@@ -301,6 +318,10 @@ mod tests {
         let options = cli.options().unwrap();
         assert_eq!(options.role, Role::Answer);
         assert_eq!(options.turn[0].port, 3479);
+        let transports: Vec<Transport> = options.turn.iter().map(|t| t.transport).collect();
+        assert_eq!(transports, [Transport::Udp, Transport::Tcp, Transport::Tls]);
+        assert_eq!(options.turn[2].port, 5349);
+        assert_eq!(options.ca, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(
             options.turn_credentials,
             Some(("alice".into(), "secret".into()))
@@ -326,12 +347,14 @@ mod tests {
             &["offer", "--signal", "ws://x"],
             &["offer", "--signal", SIGNAL, "--stun", "turn:x"],
             &["offer", "--signal", SIGNAL, "--turn", "turn:x"],
+            &["offer", "--signal", SIGNAL, "--stun", "stuns:x"],
+            &["offer", "--signal", SIGNAL, "--ca", "ca.pem"],
             &[
                 "offer",
                 "--signal",
                 SIGNAL,
                 "--turn",
-                "turn:x?transport=tcp",
+                "turns:x?transport=udp",
                 "--user",
                 "u",
                 "--password",

@@ -1,9 +1,10 @@
 //! The run: a tokio loop on one thread around the sans-IO [`Agent`].
 //!
 //! One UDP socket per host address, each read by a task that forwards datagrams into one
-//! channel; the loop selects over that channel, the signaling WebSocket, the agent's timer
-//! and the run's own timer (probes, the restart, pings, deadlines). After every call into the
-//! agent its datagrams are sent and its events handled.
+//! channel; one TCP or TLS connection per relay over a stream ([`crate::streams`]), whose
+//! news comes on another; the loop selects over those channels, the signaling WebSocket, the
+//! agent's timer and the run's own timer (probes, the restart, pings, deadlines). After every
+//! call into the agent its transmits are sent and its events handled.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -12,8 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use icebreaker_ice::uri::Transport;
 use icebreaker_ice::{
-    Agent, AgentConfig, Candidate, ConnectionState, Credentials, Event, TurnServerConfig,
+    Agent, AgentConfig, Candidate, CandidateKind, ConnectionState, Credentials, Event,
+    TurnServerConfig, TurnStream,
 };
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
@@ -26,8 +29,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_conf
 use crate::cli::{Options, Role};
 use crate::interfaces::interface_addresses;
 use crate::probe::{self, Transfer, round3};
-use crate::report::{Endpoint, GatherFailure, Report, Selection};
+use crate::report::{Endpoint, GatherFailure, RelayLost, Report, Selection};
 use crate::signaling::SignalMessage;
+use crate::streams::{SendProblem, StreamNews, Streams, tls_connector};
 
 /// How long the offerer waits for echoes after its last probe; a probe not echoed by then is
 /// lost.
@@ -49,6 +53,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A datagram from one of the sockets: the socket's address, the sender, the bytes.
 type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
 
+/// What a TCP or TLS connection to a TURN server tells the loop.
+type News = (TurnStream, StreamNews);
+
 /// Runs one peer to the end and reports. The run succeeded when the report has no error.
 pub async fn run(options: Options) -> Report {
     let start = Instant::now();
@@ -63,6 +70,8 @@ pub async fn run(options: Options) -> Report {
         ws,
         stun,
         turn,
+        streams,
+        news,
     } = setup;
     let rng = match ChaCha20Rng::try_from_os_rng() {
         Ok(rng) => rng,
@@ -70,23 +79,29 @@ pub async fn run(options: Options) -> Report {
             return Report::failed(role.as_str(), format!("no OS randomness: {error}"));
         }
     };
+    let (udp_turn, stream_turn): (Vec<_>, Vec<_>) = turn
+        .into_iter()
+        .partition(|(_, transport)| *transport == Transport::Udp);
     let config = AgentConfig {
         controlling: role == Role::Offer,
         stun_servers: stun,
-        turn_servers: turn,
+        turn_servers: udp_turn.into_iter().map(|(server, _)| server).collect(),
         relay_only: options.relay_only,
         timing: options.timing,
     };
     let mut agent = Agent::new(config, Box::new(rng), now());
+    for (server, transport) in stream_turn {
+        agent.add_turn_server(server, transport);
+    }
     let (tx, rx) = mpsc::channel::<Datagram>(1024);
     for (local, socket) in &sockets {
         agent.add_local_socket(*local);
         tokio::spawn(receive(*local, Arc::clone(socket), tx.clone()));
     }
     drop(tx);
-    let mut peer = Peer::new(options, log, agent, sockets);
+    let mut peer = Peer::new(options, log, agent, sockets, streams);
     peer.begin();
-    peer.event_loop(ws, rx).await
+    peer.event_loop(ws, rx, news).await
 }
 
 /// What the run needs before the agent starts.
@@ -94,7 +109,9 @@ struct Setup {
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     ws: Ws,
     stun: Vec<SocketAddr>,
-    turn: Vec<TurnServerConfig>,
+    turn: Vec<(TurnServerConfig, Transport)>,
+    streams: Streams,
+    news: mpsc::Receiver<News>,
 }
 
 async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
@@ -105,6 +122,16 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
             .map_err(|e| format!("cannot resolve {uri}: {e}"))?;
         stun.extend(addrs);
     }
+    let tls = if options
+        .turn
+        .iter()
+        .any(|uri| uri.transport == Transport::Tls)
+    {
+        Some(tls_connector(options.ca.as_deref())?)
+    } else {
+        None
+    };
+    let (mut streams, news) = Streams::new(tls, options.timeout);
     let mut turn = Vec::new();
     for uri in &options.turn {
         let (username, password) = options.turn_credentials.clone().unwrap_or_default();
@@ -112,11 +139,15 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
             .await
             .map_err(|e| format!("cannot resolve {uri}: {e}"))?
         {
-            turn.push(TurnServerConfig {
+            if uri.transport == Transport::Tls {
+                streams.name_server(server, &uri.host)?;
+            }
+            let config = TurnServerConfig {
                 server,
                 username: username.clone(),
                 password: password.clone(),
-            });
+            };
+            turn.push((config, uri.transport));
         }
     }
     let sockets = bind(options, log)?;
@@ -144,6 +175,8 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
         ws,
         stun,
         turn,
+        streams,
+        news,
     })
 }
 
@@ -221,6 +254,12 @@ struct Peer {
     log: Log,
     agent: Agent,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// The connections to TURN servers over TCP and TLS.
+    streams: Streams,
+    /// Relays lost after they were allocated (their connection broke).
+    relays_lost: Vec<RelayLost>,
+    /// The run is ending: connections the agent closes now are not losses.
+    closing: bool,
     /// Signaling messages to send on the next turn of the loop.
     outgoing: Vec<SignalMessage>,
     /// The answerer's candidates, held until its answer is sent.
@@ -270,6 +309,7 @@ impl Peer {
         log: Log,
         agent: Agent,
         sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+        streams: Streams,
     ) -> Peer {
         let now = Instant::now();
         Peer {
@@ -277,6 +317,9 @@ impl Peer {
             log,
             agent,
             sockets,
+            streams,
+            relays_lost: Vec::new(),
+            closing: false,
             outgoing: Vec::new(),
             held: Vec::new(),
             answered: false,
@@ -328,7 +371,12 @@ impl Peer {
         self.agent.gather(now());
     }
 
-    async fn event_loop(mut self, ws: Ws, mut rx: mpsc::Receiver<Datagram>) -> Report {
+    async fn event_loop(
+        mut self,
+        ws: Ws,
+        mut rx: mpsc::Receiver<Datagram>,
+        mut news: mpsc::Receiver<News>,
+    ) -> Report {
         let mut ws = Some(ws);
         loop {
             self.drain();
@@ -344,6 +392,8 @@ impl Peer {
                     Some((local, remote, data)) => self.on_datagram(local, remote, &data),
                     None => self.fail("every socket closed".to_owned()),
                 },
+                // The streams keep a sender: this channel never ends before the loop.
+                Some((stream, news)) = news.recv() => self.on_stream_news(stream, news),
                 message = next_message(&mut ws) => match message {
                     Some(Ok(Message::Text(text))) => self.on_signal(text.as_str()),
                     Some(Ok(Message::Close(frame))) => {
@@ -368,9 +418,12 @@ impl Peer {
             }
         }
         // Releases the TURN allocations now rather than at their expiry.
+        self.closing = true;
         self.agent.close(now());
         self.drain();
+        // The connections write their last bytes (the releases) while the goodbye goes out.
         self.goodbye(ws).await;
+        self.streams.finish(GOODBYE_WAIT).await;
         self.report()
     }
 
@@ -380,7 +433,10 @@ impl Peer {
             let mut idle = true;
             while let Some(transmit) = self.agent.poll_transmit() {
                 idle = false;
-                self.send_datagram(transmit.local, transmit.remote, &transmit.payload);
+                match transmit.stream {
+                    Some(stream) => self.send_stream(stream, transmit.payload),
+                    None => self.send_datagram(transmit.local, transmit.remote, &transmit.payload),
+                }
             }
             while let Some(event) = self.agent.poll_event() {
                 idle = false;
@@ -408,11 +464,47 @@ impl Peer {
         }
     }
 
+    /// Queues bytes for a TURN server's connection; the loop must not wait on it, so a
+    /// connection that cannot keep up loses whole transmits, as a congested link would.
+    fn send_stream(&mut self, stream: TurnStream, payload: Vec<u8>) {
+        match self.streams.send(stream, payload) {
+            Ok(()) | Err(SendProblem::Closed) => {}
+            Err(SendProblem::QueueFull) => {
+                if self.send_errors.insert((stream.local, stream.server)) {
+                    self.log(format_args!(
+                        "the {} connection to {} falls behind: transmits dropped",
+                        stream.transport.as_str(),
+                        stream.server
+                    ));
+                }
+            }
+        }
+    }
+
+    fn on_stream_news(&mut self, stream: TurnStream, news: StreamNews) {
+        let now_std = now();
+        match news {
+            StreamNews::Data(bytes) => {
+                for app in self.agent.handle_stream_input(now_std, stream, &bytes) {
+                    self.on_app_data(now_std, &app);
+                }
+            }
+            StreamNews::Closed(reason) => {
+                self.streams.close(stream);
+                self.agent.handle_stream_closed(stream, &reason);
+            }
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
             Event::LocalCandidate(candidate) => {
+                let over = match self.agent.relay_transport(candidate.address) {
+                    Some(transport) => format!(" over {}", transport.as_str()),
+                    None => String::new(),
+                };
                 self.log(format_args!(
-                    "local candidate {} {}",
+                    "local candidate {} {}{over}",
                     candidate.kind, candidate.address
                 ));
                 let ufrag = Some(self.agent.local_credentials().ufrag.clone());
@@ -452,8 +544,17 @@ impl Peer {
             }
             Event::StateChanged(state) => {
                 self.log(format_args!("state {state:?}"));
-                if state == ConnectionState::Failed && self.connected_at.is_none() {
-                    self.fail("every candidate pair failed".to_owned());
+                if state == ConnectionState::Failed {
+                    // Consent loss says so first; otherwise the relay of the selected pair
+                    // was lost, and said why just before.
+                    let error = match (self.connected_at, self.relays_lost.last()) {
+                        (None, _) => "every candidate pair failed".to_owned(),
+                        (Some(_), Some(lost)) => {
+                            format!("the relay of the selected pair was lost: {}", lost.reason)
+                        }
+                        (Some(_), None) => "the selected pair failed".to_owned(),
+                    };
+                    self.fail(error);
                 }
             }
             Event::Selected { local, remote } => self.on_selected(&local, &remote),
@@ -464,18 +565,53 @@ impl Peer {
                     self.options.timing.consent_timeout
                 ));
             }
+            Event::StreamClosed {
+                stream,
+                relayed,
+                reason,
+            } => {
+                self.streams.close(stream);
+                let transport = stream.transport.as_str();
+                self.log(format_args!(
+                    "closed the {transport} connection to {}: {reason}",
+                    stream.server
+                ));
+                // A relay never allocated is already a gathering failure.
+                if let Some(relayed) = relayed
+                    && !self.closing
+                {
+                    self.log(format_args!("relayed candidate {relayed} lost"));
+                    self.relays_lost.push(RelayLost {
+                        server: stream.server.to_string(),
+                        transport,
+                        relayed: relayed.to_string(),
+                        reason,
+                    });
+                }
+            }
         }
     }
 
     fn on_selected(&mut self, local: &Candidate, remote: &Candidate) {
         let now = Instant::now();
+        let mut local_end = Endpoint::of(local);
+        if local.kind == CandidateKind::Relayed {
+            local_end.relay_protocol = self
+                .agent
+                .relay_transport(local.address)
+                .map(Transport::as_str);
+        }
         let selection = Selection {
-            local: Endpoint::of(local),
+            local: local_end,
             remote: Endpoint::of(remote),
             at_ms: round3(ms(now - self.log.start)),
         };
+        let over = match selection.local.relay_protocol {
+            Some(protocol) => format!(" over {protocol}"),
+            None => String::new(),
+        };
         self.log(format_args!(
-            "selected local {} {} -> remote {} {}",
+            "selected local {} {}{over} -> remote {} {}",
             selection.local.kind,
             selection.local.address,
             selection.remote.kind,
@@ -512,9 +648,14 @@ impl Peer {
 
     fn on_datagram(&mut self, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
         let now_std = now();
-        let Some(app) = self.agent.handle_input(now_std, local, remote, data) else {
-            return;
-        };
+        if let Some(app) = self.agent.handle_input(now_std, local, remote, data) {
+            self.on_app_data(now_std, app);
+        }
+    }
+
+    /// Application data from the selected pair (or one about to be): a probe to echo, or an
+    /// echo to count.
+    fn on_app_data(&mut self, now_std: std::time::Instant, app: &[u8]) {
         match self.role() {
             Role::Answer => {
                 self.last_heard = Instant::now();
@@ -925,6 +1066,7 @@ impl Peer {
             restarts: self.restarts,
             consent_lost: self.consent_lost,
             gather_failed: self.gather_failed.clone(),
+            relays_lost: self.relays_lost.clone(),
             error: match &self.outcome {
                 Some(Err(error)) => Some(error.clone()),
                 _ => None,

@@ -16,6 +16,11 @@ pub struct Endpoint {
     pub kind: String,
     /// `IP:PORT`, or `[IPv6]:PORT`.
     pub address: String,
+    /// A local relayed candidate's transport to its TURN server, `udp`, `tcp` or `tls` (as
+    /// WebRTC's statistics name it); absent otherwise, the remote one's included, which no
+    /// candidate line tells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_protocol: Option<&'static str>,
 }
 
 impl Endpoint {
@@ -24,6 +29,7 @@ impl Endpoint {
         Endpoint {
             kind: candidate.kind.token().to_owned(),
             address: candidate.address.to_string(),
+            relay_protocol: None,
         }
     }
 }
@@ -45,6 +51,20 @@ pub struct Selection {
 pub struct GatherFailure {
     /// The server's address.
     pub server: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// A relayed candidate lost after it was allocated: its TCP or TLS connection to the TURN
+/// server broke, or its allocation could not be refreshed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RelayLost {
+    /// The TURN server's address.
+    pub server: String,
+    /// `tcp` or `tls`.
+    pub transport: &'static str,
+    /// The relayed address that was lost.
+    pub relayed: String,
     /// Why, in words.
     pub reason: String,
 }
@@ -80,6 +100,8 @@ pub struct Report {
     pub consent_lost: bool,
     /// STUN and TURN servers that gave no candidate.
     pub gather_failed: Vec<GatherFailure>,
+    /// Relayed candidates lost after they were gathered.
+    pub relays_lost: Vec<RelayLost>,
     /// Why the run failed; null on success.
     pub error: Option<String>,
 }
@@ -100,6 +122,7 @@ impl Report {
             restarts: 0,
             consent_lost: false,
             gather_failed: Vec::new(),
+            relays_lost: Vec::new(),
             error: Some(error),
         }
     }
@@ -121,9 +144,13 @@ impl Report {
             } else {
                 format!("after restart {index}")
             };
+            let over = match pair.local.relay_protocol {
+                Some(protocol) => format!(" over {protocol}"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "selected: local {} {} -> remote {} {} ({what}, at {:.3} s)",
+                "selected: local {} {}{over} -> remote {} {} ({what}, at {:.3} s)",
                 pair.local.kind,
                 pair.local.address,
                 pair.remote.kind,
@@ -139,6 +166,13 @@ impl Report {
                 out,
                 "no candidate from {}: {}",
                 failure.server, failure.reason
+            );
+        }
+        for lost in &self.relays_lost {
+            let _ = writeln!(
+                out,
+                "relayed candidate {} lost ({} to {}): {}",
+                lost.relayed, lost.transport, lost.server, lost.reason
             );
         }
         if self.role == "offer" {
@@ -179,10 +213,12 @@ mod tests {
             local: Endpoint {
                 kind: "srflx".into(),
                 address: "198.51.100.18:40031".into(),
+                relay_protocol: None,
             },
             remote: Endpoint {
                 kind: "host".into(),
                 address: "10.0.2.2:50000".into(),
+                relay_protocol: None,
             },
             at_ms: 1234.5,
         };
@@ -204,6 +240,7 @@ mod tests {
             restarts: 0,
             consent_lost: false,
             gather_failed: Vec::new(),
+            relays_lost: Vec::new(),
             error: None,
         }
     }
@@ -230,6 +267,7 @@ mod tests {
             "restarts",
             "consent_lost",
             "gather_failed",
+            "relays_lost",
             "error",
         ];
         let mut keys = keys;
@@ -243,6 +281,40 @@ mod tests {
         assert_eq!(json["rtt_ms"]["p95"], 0.3);
         assert_eq!(json["loss"], 0.01);
         assert!(json["error"].is_null());
+        assert!(json["selected"]["local"].get("relay_protocol").is_none());
+    }
+
+    #[test]
+    fn a_relay_names_its_protocol_and_a_lost_one_is_told() {
+        let mut report = report();
+        let local = Endpoint {
+            kind: "relay".into(),
+            address: "203.0.113.1:50000".into(),
+            relay_protocol: Some("tls"),
+        };
+        report.pairs[0].local = local.clone();
+        report.selected = Some(report.pairs[0].clone());
+        report.relays_lost.push(RelayLost {
+            server: "203.0.113.1:5349".into(),
+            transport: "tls",
+            relayed: "203.0.113.1:50000".into(),
+            reason: "the server closed the connection".into(),
+        });
+        let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+        assert_eq!(json["selected"]["local"]["relay_protocol"], "tls");
+        assert_eq!(json["relays_lost"][0]["transport"], "tls");
+        let text = report.to_human();
+        assert!(
+            text.contains("selected: local relay 203.0.113.1:50000 over tls -> remote host"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "relayed candidate 203.0.113.1:50000 lost (tls to 203.0.113.1:5349): the server \
+                 closed the connection"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

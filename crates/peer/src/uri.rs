@@ -1,8 +1,10 @@
 //! The STUN and TURN URIs ice-peer takes: the RFC 7064/7065 forms of
-//! [`icebreaker_ice::uri`] over UDP, resolved with the system's resolver.
+//! [`icebreaker_ice::uri`], resolved with the system's resolver.
 //!
-//! `stuns:`, `turns:` and `?transport=tcp` are refused with an error that says so rather than
-//! being silently treated as UDP.
+//! TURN servers are reached over UDP (`turn:`, `?transport=udp`), TCP (`?transport=tcp`) or
+//! TLS (`turns:`); the relayed candidate is UDP whichever it is. STUN servers are reached
+//! over UDP only: a server-reflexive address learnt over TCP or TLS (`stuns:`) would be a TCP
+//! one, of no use to UDP candidates, so `stuns:` is refused with an error that says so.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,28 +13,31 @@ pub use icebreaker_ice::uri::{DEFAULT_PORT, Host, Scheme, ServerUri, Transport, 
 
 /// Parses a URI that must be a `stun:` one over UDP (the value of `--stun`).
 pub fn parse_stun(text: &str) -> Result<ServerUri, UriError> {
-    let uri = parse_udp(text)?;
+    let uri: ServerUri = text.parse()?;
     if uri.scheme != Scheme::Stun {
         return Err(UriError::new(format!(
             "{text:?} is a TURN URI: give it to --turn (with --user and --password)"
         )));
     }
+    if uri.transport != Transport::Udp {
+        return Err(UriError::new(format!(
+            "{text:?}: ice-peer asks STUN servers over UDP only (a stuns: server would report \
+             a TCP address); use stun:, or a turns: server for a path over TLS"
+        )));
+    }
     Ok(uri)
 }
 
-/// Parses a URI that must be a `turn:` one over UDP (the value of `--turn`).
+/// Parses a `turn:` or `turns:` URI (the value of `--turn`): over UDP, TCP
+/// (`?transport=tcp`) or TLS (`turns:`).
 pub fn parse_turn(text: &str) -> Result<ServerUri, UriError> {
-    let uri = parse_udp(text)?;
+    let uri: ServerUri = text.parse()?;
     if uri.scheme != Scheme::Turn {
         return Err(UriError::new(format!(
             "{text:?} is a STUN URI: give it to --stun"
         )));
     }
     Ok(uri)
-}
-
-fn parse_udp(text: &str) -> Result<ServerUri, UriError> {
-    ServerUri::parse_udp_only(text, "ice-peer")
 }
 
 /// The server's addresses: the literal, or for a name its first IPv4 and first IPv6 address
@@ -66,16 +71,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tcp_and_tls_are_refused_with_a_reason() {
-        let refused = |text: &str| parse_turn(text).unwrap_err().to_string();
-        assert!(refused("turn:host?transport=tcp").contains("TCP"));
-        assert!(refused("turns:host").contains("TLS"));
-        assert!(
-            parse_stun("stuns:host:5349")
-                .unwrap_err()
-                .to_string()
-                .contains("TLS")
+    fn turn_over_tcp_and_tls_is_accepted_stun_over_tls_is_not() {
+        let tcp = parse_turn("turn:host?transport=tcp").unwrap();
+        assert_eq!((tcp.transport, tcp.port), (Transport::Tcp, DEFAULT_PORT));
+        let tls = parse_turn("turns:host").unwrap();
+        assert_eq!((tls.transport, tls.port), (Transport::Tls, 5349));
+        assert_eq!(
+            parse_turn("turns:host:443?transport=tcp")
+                .unwrap()
+                .transport,
+            Transport::Tls
         );
+        assert_eq!(parse_turn("turn:host").unwrap().transport, Transport::Udp);
+        let stuns = parse_stun("stuns:host:5349").unwrap_err().to_string();
+        assert!(stuns.contains("over UDP only"), "{stuns}");
+        assert!(parse_turn("turns:host?transport=udp").is_err());
     }
 
     #[test]

@@ -495,18 +495,8 @@ fn usage_errors_exit_2_with_a_reason() {
             "--turn",
         ),
         (
-            &[
-                "offer",
-                "--signal",
-                signal,
-                "--turn",
-                "turn:127.0.0.1?transport=tcp",
-                "--user",
-                "u",
-                "--password",
-                "p",
-            ],
-            "TURN over TCP",
+            &["offer", "--signal", signal, "--stun", "stuns:127.0.0.1"],
+            "over UDP only",
         ),
         (
             &[
@@ -514,14 +504,15 @@ fn usage_errors_exit_2_with_a_reason() {
                 "--signal",
                 signal,
                 "--turn",
-                "turns:127.0.0.1",
+                "turns:127.0.0.1?transport=udp",
                 "--user",
                 "u",
                 "--password",
                 "p",
             ],
-            "TLS",
+            "contradicts",
         ),
+        (&["offer", "--signal", signal, "--ca", "ca.pem"], "--turn"),
         (
             &["offer", "--signal", signal, "--turn", "turn:127.0.0.1"],
             "--user",

@@ -366,7 +366,10 @@ fn tls_carries_frames_both_ways_after_the_handshake() {
     }
     assert_eq!(client.alpn_protocol(), Some(&b"stun.turn"[..]));
     assert_eq!(link.setting_up_since(), None, "handshake done");
-    assert_eq!(frames(&mut reader, 16_384, now).unwrap(), std::slice::from_ref(&request));
+    assert_eq!(
+        frames(&mut reader, 16_384, now).unwrap(),
+        std::slice::from_ref(&request)
+    );
 
     assert!(link.send(&request, false));
     link.flush().unwrap();

@@ -1,0 +1,529 @@
+//! Two `ice-peer` processes on loopback connect relay-only through a TURN server they reach
+//! over TCP (`turn:HOST:PORT?transport=tcp`) and over TLS (`turns:HOST:PORT`, verified with
+//! `--ca`), meeting in a room of a real `icebreaker signal`: against coturn's `turnserver`
+//! (with its UDP listener off, so nothing but the stream can carry the session) and against
+//! `icebreaker serve`. A certificate nobody vouches for is refused, and a TURN server that dies
+//! mid-run costs the relayed candidate, not the session on a host pair.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use icebreaker_tests::{
+    Server, TestCertificate, free_tcp_port, have_tool, ice_peer_bin, icebreaker_bin,
+    test_certificate,
+};
+use serde_json::Value;
+
+/// Every wait here ends by this long, so that a hung process fails the test instead of
+/// hanging it.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A directory of this process for `name`, under the system's temporary directory.
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "ice-peer-turn-stream-{}-{name}-{n}",
+        std::process::id()
+    ))
+}
+
+/// Reads lines of `from` into a channel on a thread of its own.
+fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A running `icebreaker signal`, killed when dropped.
+struct Signal {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Signal {
+    fn start() -> Signal {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let mut child = Command::new(icebreaker_bin())
+            .args(["signal", "--listen", &addr.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start icebreaker signal");
+        let stdout = lines(child.stdout.take().expect("piped stdout"));
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stdout.recv_timeout(left) {
+                Ok(line) if line.contains("ws://") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("icebreaker signal did not say where it listens");
+                }
+            }
+        }
+        Signal { child, addr }
+    }
+
+    /// A fresh room for one run.
+    fn room(&self, name: &str) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("ws://{}/{name}-{}-{n}", self.addr, std::process::id())
+    }
+}
+
+impl Drop for Signal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`, at most 15 seconds.
+fn wait_for_listener(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} does not accept TCP connections on {addr}");
+}
+
+/// coturn's `turnserver` on loopback with TCP and TLS listeners and no UDP one, one user
+/// (alice, secret), relaying between loopback addresses; killed by PID when dropped.
+struct Coturn {
+    child: Child,
+    dir: PathBuf,
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    cert: TestCertificate,
+}
+
+impl Coturn {
+    fn start() -> Option<Coturn> {
+        if !have_tool("turnserver") {
+            return None;
+        }
+        let dir = temp_dir("coturn");
+        let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
+        let (tcp_port, tls_port) = (free_tcp_port(), free_tcp_port());
+        let relay_base = 30_000 + (tcp_port % 500) * 20;
+        let child = Command::new("turnserver")
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={tcp_port}"))
+            .arg(format!("--tls-listening-port={tls_port}"))
+            .arg(format!("--min-port={relay_base}"))
+            .arg(format!("--max-port={}", relay_base + 19))
+            .args([
+                "--user=alice:secret",
+                "--realm=example.org",
+                "--lt-cred-mech",
+            ])
+            .arg(format!("--cert={}", cert.cert_path.display()))
+            .arg(format!("--pkey={}", cert.key_path.display()))
+            // No UDP listener: a session that works went over the stream.
+            .args([
+                "--no-udp",
+                "--no-dtls",
+                "--no-cli",
+                "--allow-loopback-peers",
+            ])
+            .arg(format!("--log-file={}", dir.join("turn.log").display()))
+            .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .args(["--simple-log", "--no-stdout-log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start turnserver");
+        let coturn = Coturn {
+            child,
+            dir,
+            tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
+            tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+            cert,
+        };
+        wait_for_listener(coturn.tcp, "turnserver");
+        wait_for_listener(coturn.tls, "turnserver's TLS listener");
+        Some(coturn)
+    }
+
+    /// Kills the server now, as a crash would.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running ice-peer whose output is collected as it comes; killed when dropped.
+struct Peer {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// How a peer ended.
+struct Exit {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Exit {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+fn read_all(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = from.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+impl Peer {
+    fn start(args: &[String]) -> Peer {
+        let mut child = Command::new(ice_peer_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ice-peer");
+        let stdout = read_all(child.stdout.take().expect("piped stdout"));
+        let stderr = read_all(child.stderr.take().expect("piped stderr"));
+        Peer {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for the exit, at most [`BOUND`].
+    fn wait(mut self) -> Exit {
+        let deadline = Instant::now() + BOUND;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let stderr = self.stderr.recv_timeout(Duration::from_secs(5));
+                panic!("ice-peer did not end within {BOUND:?}; stderr:\n{stderr:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Exit {
+            status,
+            stdout: self.stdout.recv_timeout(BOUND).unwrap_or_default(),
+            stderr: self.stderr.recv_timeout(BOUND).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The flags of one peer: `role`, the room, the TURN URI and its credentials, `extra`.
+fn peer_args(role: &str, room: &str, turn: &str, extra: &[&str]) -> Vec<String> {
+    let fixed = [
+        role,
+        "--signal",
+        room,
+        "--turn",
+        turn,
+        "--user",
+        "alice",
+        "--password",
+        "secret",
+        "--timeout",
+        "20",
+        "--json",
+    ];
+    fixed.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+}
+
+/// Runs an offerer on 127.0.0.1 and an answerer on 127.0.0.2, both with `extra`, through
+/// `turn`; the answerer starts a moment later, as a second shell would. `during` runs while
+/// both are up.
+fn run_pair(
+    signal: &Signal,
+    turn: &str,
+    extra: &[&str],
+    offer_extra: &[&str],
+    during: impl FnOnce(),
+) -> (Exit, Exit) {
+    let room = signal.room("turn-stream");
+    let offer = [extra, &["--bind", "127.0.0.1"], offer_extra].concat();
+    let offerer = Peer::start(&peer_args("offer", &room, turn, &offer));
+    thread::sleep(Duration::from_millis(200));
+    let answer = [extra, &["--bind", "127.0.0.2"][..]].concat();
+    let answerer = Peer::start(&peer_args("answer", &room, turn, &answer));
+    during();
+    (offerer.wait(), answerer.wait())
+}
+
+/// Both peers connected over their relayed candidates, allocated over `protocol`, and every
+/// one of `probes` probes came back.
+fn assert_relayed_over(offer: &Exit, answer: &Exit, protocol: &str, probes: u64) {
+    assert_eq!(
+        offer.status.code(),
+        Some(0),
+        "offer stderr:\n{}",
+        offer.stderr
+    );
+    assert_eq!(
+        answer.status.code(),
+        Some(0),
+        "answer stderr:\n{}",
+        answer.stderr
+    );
+    let (offer, answer) = (offer.json(), answer.json());
+    for report in [&offer, &answer] {
+        assert_eq!(report["connected"], true, "{report}");
+        assert!(report["error"].is_null(), "{report}");
+        let selected = &report["selected"];
+        assert_eq!(selected["local"]["type"], "relay", "{report}");
+        assert_eq!(selected["local"]["relay_protocol"], protocol, "{report}");
+        assert_eq!(selected["remote"]["type"], "relay", "{report}");
+        assert!(report["gather_failed"].as_array().unwrap().is_empty());
+        assert!(report["relays_lost"].as_array().unwrap().is_empty());
+    }
+    // Each side's relayed address is the other's remote one.
+    assert_eq!(
+        offer["selected"]["local"]["address"],
+        answer["selected"]["remote"]["address"]
+    );
+    assert_eq!(offer["sent"], probes, "{offer}");
+    assert_eq!(offer["echoed"], probes, "{offer}");
+    assert_eq!(answer["echoed"], probes, "{answer}");
+}
+
+const RELAY_ONLY: &[&str] = &["--relay-only"];
+
+#[test]
+fn through_coturn_over_tcp() {
+    let Some(coturn) = Coturn::start() else {
+        return;
+    };
+    let signal = Signal::start();
+    let turn = format!("turn:{}?transport=tcp", coturn.tcp);
+    let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
+    assert_relayed_over(&offer, &answer, "tcp", 50);
+}
+
+#[test]
+fn through_coturn_over_tls_verified_with_the_ca_flag() {
+    let Some(coturn) = Coturn::start() else {
+        return;
+    };
+    let signal = Signal::start();
+    // A name, not the IP: the server is asked for (SNI) and checked as "localhost".
+    let turn = format!("turns:localhost:{}", coturn.tls.port());
+    let ca = coturn.cert.cert_path.display().to_string();
+    let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
+    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
+    assert_relayed_over(&offer, &answer, "tls", 50);
+}
+
+#[test]
+fn a_tls_server_no_root_vouches_for_gives_no_relayed_candidate() {
+    let Some(coturn) = Coturn::start() else {
+        return;
+    };
+    let signal = Signal::start();
+    let room = signal.room("untrusted");
+    let turn = format!("turns:localhost:{}", coturn.tls.port());
+    let args = peer_args(
+        "offer",
+        &room,
+        &turn,
+        &["--relay-only", "--bind", "127.0.0.1"],
+    );
+    let started = Instant::now();
+    let offer = Peer::start(&args).wait();
+    assert!(started.elapsed() < Duration::from_secs(15), "fails at once");
+    assert_eq!(offer.status.code(), Some(1), "stderr:\n{}", offer.stderr);
+    let report = offer.json();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("no local candidates"), "{error}");
+    let reason = report["gather_failed"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("TLS handshake") && reason.contains("certificate"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_turn_server_lost_mid_run_costs_the_relay_not_the_host_pair() {
+    let Some(mut coturn) = Coturn::start() else {
+        return;
+    };
+    let signal = Signal::start();
+    let turn = format!("turn:{}?transport=tcp", coturn.tcp);
+    // 150 probes 20 ms apart: the server dies a second into the three seconds they take.
+    let (offer, answer) = run_pair(
+        &signal,
+        &turn,
+        &[],
+        &["--send", "150", "--interval", "20"],
+        || {
+            thread::sleep(Duration::from_millis(1500));
+            coturn.kill();
+        },
+    );
+    assert_eq!(
+        offer.status.code(),
+        Some(0),
+        "offer stderr:\n{}",
+        offer.stderr
+    );
+    assert_eq!(
+        answer.status.code(),
+        Some(0),
+        "answer stderr:\n{}",
+        answer.stderr
+    );
+    for exit in [&offer, &answer] {
+        let report = exit.json();
+        assert_eq!(report["selected"]["local"]["type"], "host", "{report}");
+        let lost = report["relays_lost"].as_array().unwrap();
+        assert_eq!(lost.len(), 1, "{report}");
+        assert_eq!(lost[0]["transport"], "tcp", "{report}");
+        assert_eq!(lost[0]["server"], coturn.tcp.to_string(), "{report}");
+        assert!(
+            exit.stderr.contains("lost"),
+            "the loss is told as it happens:\n{}",
+            exit.stderr
+        );
+    }
+    let report = offer.json();
+    assert_eq!(report["echoed"], 150, "{report}");
+}
+
+#[test]
+fn losing_the_relay_of_the_selected_pair_fails_the_run_at_once() {
+    let Some(mut coturn) = Coturn::start() else {
+        return;
+    };
+    let signal = Signal::start();
+    let turn = format!("turn:{}?transport=tcp", coturn.tcp);
+    let killed_at = std::cell::Cell::new(None);
+    let (offer, answer) = run_pair(
+        &signal,
+        &turn,
+        RELAY_ONLY,
+        &["--send", "500", "--interval", "20"],
+        || {
+            thread::sleep(Duration::from_millis(1500));
+            coturn.kill();
+            killed_at.set(Some(Instant::now()));
+        },
+    );
+    let killed_at = killed_at.get().unwrap();
+    // Consent would take its 30 s; the lost connection says it within a moment.
+    assert!(killed_at.elapsed() < Duration::from_secs(10));
+    // Both lose their relay at once; the first to notice tells the other, which may hear
+    // that before its own connection's end.
+    let mut noticed = 0;
+    for exit in [&offer, &answer] {
+        assert_eq!(exit.status.code(), Some(1), "stderr:\n{}", exit.stderr);
+        let report = exit.json();
+        assert_eq!(report["connected"], true, "{report}");
+        assert_eq!(report["consent_lost"], false, "{report}");
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.contains("the relay of the selected pair was lost"),
+            "{error}"
+        );
+        if let Some(lost) = report["relays_lost"].as_array().unwrap().first() {
+            assert_eq!(lost["transport"], "tcp", "{report}");
+            assert_eq!(lost["server"], coturn.tcp.to_string(), "{report}");
+            noticed += 1;
+        }
+    }
+    assert!(noticed >= 1);
+}
+
+/// `icebreaker serve` with one user, relaying between loopback addresses, with `extra` flags.
+fn icebreaker(extra: &[&str]) -> Server {
+    let base = ["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"];
+    Server::start(&[&base[..], extra].concat())
+}
+
+#[test]
+fn through_icebreaker_over_tcp() {
+    let signal = Signal::start();
+    let server = icebreaker(&[]);
+    let turn = format!("turn:{}?transport=tcp", server.addr);
+    let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
+    assert_relayed_over(&offer, &answer, "tcp", 50);
+}
+
+#[test]
+fn through_icebreaker_over_tls() {
+    let signal = Signal::start();
+    let dir = temp_dir("icebreaker-tls");
+    let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let (cert_path, key_path) = (path_text(&cert.cert_path), path_text(&cert.key_path));
+    let server = icebreaker(&[
+        "--tls-listen",
+        &tls.to_string(),
+        "--tls-cert",
+        &cert_path,
+        "--tls-key",
+        &key_path,
+    ]);
+    wait_for_listener(tls, "icebreaker's TLS listener");
+    let turn = format!("turns:localhost:{}", tls.port());
+    let extra = [RELAY_ONLY, &["--ca", &cert_path]].concat();
+    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_relayed_over(&offer, &answer, "tls", 50);
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
