@@ -6,6 +6,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod alloc_counter;
+pub mod stun_client;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -455,6 +456,125 @@ pub fn metric_reaching(server: &Server, series: &str, at_least: f64) -> f64 {
             return value;
         }
         thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `series` on `server` once it equals `want`, or whatever it is after five seconds: a gauge
+/// that must come back down, or a counter that must reach an exact count.
+pub fn metric_settling(server: &Server, series: &str, want: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = server.metric(series);
+        if value == want || Instant::now() > deadline {
+            return value;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The series counting connections on `transport` that the server closed for `reason`.
+pub fn connections_closed(transport: stun_client::Transport, reason: &str) -> String {
+    format!(
+        "icebreaker_connections_closed_total{{transport=\"{}\",reason=\"{reason}\"}}",
+        transport.label()
+    )
+}
+
+/// A port free a moment ago for both UDP and TCP on every one of `ips`: the server listens on
+/// the same port with both.
+pub fn free_port(ips: &[std::net::IpAddr]) -> u16 {
+    for _ in 0..50 {
+        let Ok(first) = UdpSocket::bind((ips[0], 0)) else {
+            continue;
+        };
+        let port = first.local_addr().expect("bound").port();
+        let udp: Vec<_> = ips[1..]
+            .iter()
+            .map(|ip| UdpSocket::bind((*ip, port)))
+            .collect();
+        let tcp: Vec<_> = ips
+            .iter()
+            .map(|ip| std::net::TcpListener::bind((*ip, port)))
+            .collect();
+        if udp.iter().all(Result::is_ok) && tcp.iter().all(Result::is_ok) {
+            return port;
+        }
+    }
+    panic!("no port free for UDP and TCP on {ips:?}");
+}
+
+/// A running `icebreaker serve` on UDP and TCP, and on TLS on a port of its own with a
+/// self-signed certificate for [`TlsServer::NAME`], kept in a directory removed on drop.
+pub struct TlsServer {
+    /// The server; its `addr` takes UDP and TCP.
+    pub server: Server,
+    /// The TLS listen address.
+    pub tls_addr: SocketAddr,
+    /// The certificate the server was started with (its files may be rewritten).
+    pub cert: TestCertificate,
+    /// The directory of the certificate files.
+    pub dir: PathBuf,
+    /// A client configuration trusting the certificate, TLS 1.2 and 1.3, ALPN `stun.turn`.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl TlsServer {
+    /// The name the certificate is made for.
+    pub const NAME: &str = "localhost";
+
+    /// Starts a server on a free port of 127.0.0.1 with `extra` flags; `name` tells the
+    /// certificate directories of tests apart.
+    pub fn start(name: &str, extra: &[&str]) -> TlsServer {
+        let port = free_port(&[std::net::Ipv4Addr::LOCALHOST.into()]);
+        TlsServer::start_on(name, SocketAddr::from(([127, 0, 0, 1], port)), extra)
+    }
+
+    /// As [`TlsServer::start`], listening on `addr` for UDP and TCP.
+    pub fn start_on(name: &str, addr: SocketAddr, extra: &[&str]) -> TlsServer {
+        let dir = std::env::temp_dir().join(format!(
+            "icebreaker-tls-server-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cert = test_certificate(&dir, &[TlsServer::NAME]);
+        let tls_addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let tls_listen = tls_addr.to_string();
+        let cert_path = cert.cert_path.to_str().expect("UTF-8 path").to_owned();
+        let key_path = cert.key_path.to_str().expect("UTF-8 path").to_owned();
+        let mut flags = vec![
+            "--tls-listen",
+            &tls_listen,
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+        ];
+        flags.extend_from_slice(extra);
+        let server = Server::start_on(addr, &flags);
+        let tls = stun_client::tls_config(&[&cert.cert_pem], rustls::ALL_VERSIONS);
+        TlsServer {
+            server,
+            tls_addr,
+            cert,
+            dir,
+            tls,
+        }
+    }
+
+    /// A new client of the server over `transport`.
+    pub fn client(&self, transport: stun_client::Transport) -> stun_client::StunClient {
+        use stun_client::{StunClient, Transport};
+        match transport {
+            Transport::Udp => StunClient::udp(self.server.addr),
+            Transport::Tcp => StunClient::tcp(self.server.addr),
+            Transport::Tls => StunClient::tls(self.tls_addr, &self.tls, TlsServer::NAME),
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,7 +1,9 @@
 //! The `ice-probe` command end to end against two real servers on loopback: `icebreaker
 //! serve` with its defaults (every check passes, the audit finds nothing) and coturn's
 //! `turnserver` with `--allow-loopback-peers` (every check passes, the audit finds the
-//! loopback relay); wrong credentials, a closed port, the exit codes, the three output forms.
+//! loopback relay), over UDP, TCP and TLS; wrong credentials, a closed port, certificates
+//! trusted with `--ca`, refused without, looked past with `--insecure`; the exit codes, the
+//! three output forms.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -183,7 +185,9 @@ fn a_closed_port_is_explained_and_usage_errors_exit_2() {
 
     for args in [
         &["turn:127.0.0.1", "--user", "alice"][..],
-        &["turns:127.0.0.1"],
+        &["turn:127.0.0.1", "--insecure"],
+        &["stun:127.0.0.1?transport=tcp"],
+        &["turns:127.0.0.1", "--ca", "/nonexistent/ca.pem"],
         &["stun:127.0.0.1", "--count", "0"],
         &["no-scheme"],
         &[],
@@ -217,17 +221,43 @@ struct Coturn {
     child: Child,
     dir: PathBuf,
     addr: SocketAddr,
+    /// With TLS: its listening address and the certificate's PEM file.
+    tls: Option<(SocketAddr, PathBuf)>,
 }
 
 impl Coturn {
     /// coturn with long-term credentials `alice:secret`, RFC 5780 on a second loopback
-    /// address, and `extra` flags.
+    /// address, and `extra` flags; UDP only.
     fn start(extra: &[&str]) -> Coturn {
+        Coturn::launch(extra, false)
+    }
+
+    /// As [`Coturn::start`], also on TCP, and with TLS on a port of its own with a
+    /// self-signed certificate for localhost and 127.0.0.1.
+    fn start_with_tls(extra: &[&str]) -> Coturn {
+        Coturn::launch(extra, true)
+    }
+
+    fn launch(extra: &[&str], tls: bool) -> Coturn {
         let port = free_udp_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = temp_path(&format!("coturn-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let relay_base = 40_000 + (port % 1_000) * 20;
+        let mut transports: Vec<String> = vec!["--no-dtls".into(), "--no-cli".into()];
+        let tls = if tls {
+            let certificate = icebreaker_tests::test_certificate(&dir, &["localhost", "127.0.0.1"]);
+            let tls_addr = SocketAddr::from(([127, 0, 0, 1], icebreaker_tests::free_tcp_port()));
+            transports.extend([
+                format!("--tls-listening-port={}", tls_addr.port()),
+                format!("--cert={}", certificate.cert_path.display()),
+                format!("--pkey={}", certificate.key_path.display()),
+            ]);
+            Some((tls_addr, certificate.cert_path))
+        } else {
+            transports.extend(["--no-tls".into(), "--no-tcp".into()]);
+            None
+        };
         let child = Command::new("turnserver")
             .args(["-n", "--listening-ip=127.0.0.1", "--listening-ip=127.0.0.2"])
             .arg(format!("--listening-port={port}"))
@@ -239,7 +269,7 @@ impl Coturn {
                 "--realm=example.org",
                 "--lt-cred-mech",
             ])
-            .args(["--no-tls", "--no-dtls", "--no-tcp", "--no-cli"])
+            .args(&transports)
             .arg(format!("--log-file={}", dir.join("turn.log").display()))
             .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
             .arg(format!("--userdb={}", dir.join("turndb").display()))
@@ -249,8 +279,16 @@ impl Coturn {
             .stderr(Stdio::null())
             .spawn()
             .expect("start turnserver");
-        let coturn = Coturn { child, dir, addr };
+        let coturn = Coturn {
+            child,
+            dir,
+            addr,
+            tls,
+        };
         coturn.wait_until_serving();
+        if let Some((tls_addr, _)) = &coturn.tls {
+            wait_for_tcp(*tls_addr, "turnserver's TLS listener");
+        }
         coturn
     }
 
@@ -306,6 +344,158 @@ fn against_coturn_every_check_passes_and_the_audit_finds_the_loopback_relay() {
     let out = probe(&[&uri, "--user", "alice", "--password", "wrong"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(table_text(&out).contains("wrong username or password"));
+}
+
+/// Waits until `addr` accepts TCP connections.
+fn wait_for_tcp(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `value` of check `name`, as text.
+fn value<'r>(report: &'r Value, name: &str) -> &'r str {
+    check(report, name)["value"].as_str().unwrap_or_default()
+}
+
+/// The `explanation` of check `name`, as text.
+fn explanation<'r>(report: &'r Value, name: &str) -> &'r str {
+    check(report, name)["explanation"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// The checks a stream URI runs in place of UDP's `binding`, `mapped-address` and NAT
+/// behaviour, before the TURN checks.
+const STREAM_TURN_CHECKS: [&str; 10] = [
+    "connect",
+    "binding",
+    "mapped-address",
+    "allocate",
+    "relayed-address",
+    "permission",
+    "relay-data",
+    "channel-data",
+    "refresh",
+    "deallocate",
+];
+
+#[test]
+fn over_tcp_and_tls_every_check_passes_against_icebreaker_and_the_audit_finds_nothing() {
+    let dir = temp_path("icebreaker-tls");
+    let certificate = icebreaker_tests::test_certificate(&dir, &["localhost", "127.0.0.1"]);
+    let (cert, key) = (
+        certificate.cert_path.display().to_string(),
+        certificate.key_path.display().to_string(),
+    );
+    let tls = SocketAddr::from(([127, 0, 0, 1], icebreaker_tests::free_tcp_port()));
+    let server = Server::start(&[
+        "--user",
+        "alice:secret",
+        "--tls-listen",
+        &tls.to_string(),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    wait_for_tcp(server.addr, "icebreaker's TCP listener");
+    wait_for_tcp(tls, "icebreaker's TLS listener");
+
+    // TCP on the UDP port, with the audit: the relay policy holds over TCP too.
+    let tcp = format!("turn:127.0.0.1:{}?transport=tcp", server.addr.port());
+    let credentials = ["--user", "alice", "--password", "secret"];
+    let (code, report) = probe_json(&[&[tcp.as_str(), "--audit"][..], &credentials].concat());
+    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_eq!(report["findings"], Value::Array(Vec::new()), "{report:#}");
+    for check in checks(&report) {
+        assert_ne!(check["status"], "fail", "{check:#}");
+        let name = check["name"].as_str().unwrap();
+        if name.starts_with("audit-relay-") && name != "audit-relay-ipv6-forms" {
+            assert_eq!(check["status"], "pass", "{check:#}");
+        }
+    }
+    assert_eq!(check(&report, "audit-amplification")["status"], "skip");
+    assert_eq!(check(&report, "nat-mapping")["status"], "skip");
+    assert_eq!(code, 0, "{report:#}");
+
+    // TLS, trusting the test certificate.
+    let turns = format!("turns:127.0.0.1:{}", tls.port());
+    let (code, report) = probe_json(&[&[turns.as_str(), "--ca", &cert][..], &credentials].concat());
+    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_passed(&report, &["tls", "tls-certificate"]);
+    let handshake = value(&report, "tls");
+    assert!(
+        handshake.starts_with("TLS 1.3, ") || handshake.starts_with("TLS 1.2, "),
+        "{report:#}"
+    );
+    assert!(
+        value(&report, "tls-certificate").contains("verified against"),
+        "{report:#}"
+    );
+    assert_eq!(code, 0, "{report:#}");
+
+    // Without the certificate: refused, and why.
+    let (code, report) = probe_json(&[&[turns.as_str()][..], &credentials].concat());
+    assert_eq!(check(&report, "tls")["status"], "fail", "{report:#}");
+    assert!(
+        explanation(&report, "tls").contains("unknown issuer"),
+        "{report:#}"
+    );
+    assert_eq!(code, 1);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn against_coturn_over_tls_the_certificate_flags_decide() {
+    if !have_tool("turnserver") {
+        return;
+    }
+    let coturn = Coturn::start_with_tls(&["--allow-loopback-peers"]);
+    let (tls, cert) = coturn.tls.clone().unwrap();
+    let cert = cert.display().to_string();
+    let turns = format!("turns:localhost:{}", tls.port());
+    let credentials = ["--user", "alice", "--password", "secret"];
+
+    let (code, report) = probe_json(&[&[turns.as_str(), "--ca", &cert][..], &credentials].concat());
+    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_passed(&report, &["resolve", "tls", "tls-certificate"]);
+    assert_eq!(code, 0, "{report:#}");
+
+    let out = probe(&[&[turns.as_str()][..], &credentials].concat());
+    let table = table_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("FAIL tls certificate refused"), "{table}");
+    assert!(table.contains("unknown issuer"), "{table}");
+
+    let (code, report) = probe_json(&[&[turns.as_str(), "--insecure"][..], &credentials].concat());
+    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_eq!(check(&report, "tls-certificate")["status"], "skip");
+    assert!(
+        explanation(&report, "tls-certificate").starts_with("not verified (--insecure)"),
+        "{report:#}"
+    );
+    assert_eq!(code, 0, "{report:#}");
+
+    // coturn's UDP/TCP port also takes plain TCP: the audit there finds the loopback relay
+    // over TCP as it does over UDP.
+    let tcp = format!("turn:{}?transport=tcp", coturn.addr);
+    let (code, report) = probe_json(&[&[tcp.as_str(), "--audit"][..], &credentials].concat());
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "critical" && f["check"] == "audit-relay-loopback"),
+        "{report:#}"
+    );
+    assert_eq!(code, 1);
 }
 
 /// A path under the system's temporary directory unique to this process.

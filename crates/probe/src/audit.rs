@@ -19,6 +19,11 @@
 //!
 //! The relay probes run one at a time on one allocation at a time, released when done, so the
 //! audit never holds more than one allocation against the user's quota.
+//!
+//! Everything runs over the URI's transport, TCP and TLS included: a peer filter that a
+//! server applies to UDP clients only is a known bug (pion/turn #570). Amplification is the
+//! exception: a reflection attack needs a spoofed source, which a stream's handshake rules
+//! out, so it is skipped there.
 
 mod relay;
 
@@ -32,8 +37,9 @@ use icebreaker_wire::attr::{
 use icebreaker_wire::{Class, Message, MessageType, MessageWriter, Method};
 use icebreaker_wire::{TransactionId, WriteError};
 
-use crate::net::{Response, StunSocket, TransactError};
+use crate::net::{Response, TransactError, transport_name};
 use crate::report::{Check, Finding, Severity};
+use crate::stream::{ConnectError, Dialer, Link};
 use crate::{Settings, Target};
 
 /// The largest answer-to-request size ratio tolerated for a stranger's request
@@ -46,27 +52,22 @@ const SOFTWARE: &str = "audit-software";
 
 /// Runs the audit against `target`: the checks in the order above, and the findings.
 ///
-/// Talks UDP only. The stranger checks need no credentials; the relay checks need
-/// [`Settings::credentials`] and a `turn:` URI and are skipped, with the reason, otherwise.
+/// Over the URI's transport: UDP, TCP or TLS (a relay filter skipped over TCP is a known
+/// bug, pion/turn #570). Amplification is UDP's alone and skipped on streams. The stranger
+/// checks need no credentials; the relay checks need [`Settings::credentials`] and a `turn:`
+/// URI and are skipped, with the reason, otherwise.
 pub async fn audit(target: &Target, settings: &Settings) -> (Vec<Check>, Vec<Finding>) {
     let mut audit = Audit {
         label: target.label(),
         checks: Vec::new(),
         findings: Vec::new(),
     };
-    if target.uri.transport != Transport::Udp {
-        let reason = "the audit speaks UDP only";
-        for name in [UNAUTHENTICATED_ALLOCATE, AMPLIFICATION, SOFTWARE] {
-            audit.skip(name, reason);
-        }
-        audit.skip_relay(reason);
-        return (audit.checks, audit.findings);
-    }
-    audit.strangers(target, settings).await;
+    let dialer = Dialer::new(target, settings);
+    audit.strangers(&dialer, settings).await;
     match (&settings.credentials, target.uri.scheme) {
         (Some(credentials), Scheme::Turn) => {
             let (checks, findings) =
-                relay::checks(&audit.label, target, settings, credentials).await;
+                relay::checks(&audit.label, target, &dialer, settings, credentials).await;
             audit.checks.extend(checks);
             audit.findings.extend(findings);
         }
@@ -79,6 +80,17 @@ pub async fn audit(target: &Target, settings: &Settings) -> (Vec<Check>, Vec<Fin
         }
     }
     (audit.checks, audit.findings)
+}
+
+/// Every audit check skipped for `reason`: when the connection to the server failed, each
+/// would fail the same way.
+pub fn skipped(label: &str, reason: &str) -> Vec<Check> {
+    let mut checks: Vec<Check> = [UNAUTHENTICATED_ALLOCATE, AMPLIFICATION, SOFTWARE]
+        .into_iter()
+        .map(|name| Check::skip(label, name, reason))
+        .collect();
+    checks.extend(relay::skipped(label, reason));
+    checks
 }
 
 /// What the audit found so far.
@@ -94,32 +106,33 @@ struct Exchange {
     /// The request's size; 0 when it could not be sent.
     request: usize,
     answer: Result<Response, TransactError>,
-    /// The socket it went from, to release an allocation it got.
-    socket: Option<StunSocket>,
+    /// The socket or connection it went from, to release an allocation it got.
+    socket: Option<Link>,
 }
 
-/// Sends one stranger request, described as in [`STRANGER_REQUESTS`], from a socket of its
-/// own.
+/// Sends one stranger request, described as in [`STRANGER_REQUESTS`], from a socket or
+/// connection of its own.
 async fn ask(
-    server: SocketAddr,
+    dialer: &Dialer,
     settings: &Settings,
     (what, method, transport, fingerprint): (&'static str, Method, bool, bool),
 ) -> Exchange {
-    let unsent = |error: io::Error| Exchange {
+    let unsent = |error: TransactError| Exchange {
         what,
         request: 0,
-        answer: Err(TransactError::Io(error)),
+        answer: Err(error),
         socket: None,
     };
-    let mut socket = match StunSocket::for_server(server).await {
+    let mut socket = match Link::open(dialer, settings.timeout).await {
         Ok(socket) => socket,
-        Err(error) => return unsent(error),
+        Err(ConnectError::Io(error)) => return unsent(TransactError::Io(error)),
+        Err(error) => return unsent(TransactError::Connect(error.explain(dialer))),
     };
     let id = socket.transaction_id();
     let Ok(request) = stranger_request(id, method, transport, fingerprint) else {
-        return unsent(io::ErrorKind::InvalidInput.into());
+        return unsent(TransactError::Io(io::ErrorKind::InvalidInput.into()));
     };
-    let answer = socket.transact(server, &request, settings.timeout).await;
+    let answer = socket.transact(&request, settings.timeout).await;
     Exchange {
         what,
         request: request.len(),
@@ -158,10 +171,10 @@ impl Audit {
     }
 
     /// The checks of what anyone on the Internet gets from the server.
-    async fn strangers(&mut self, target: &Target, settings: &Settings) {
+    async fn strangers(&mut self, dialer: &Dialer, settings: &Settings) {
         // Concurrently, each on its own socket: a server that answers nothing costs one
         // timeout, not four.
-        let [a, b, c, d] = STRANGER_REQUESTS.map(|request| ask(target.server, settings, request));
+        let [a, b, c, d] = STRANGER_REQUESTS.map(|request| ask(dialer, settings, request));
         let (a, b, c, d) = tokio::join!(a, b, c, d);
         let mut exchanges = [a, b, c, d];
         if let Some(Exchange {
@@ -177,31 +190,40 @@ impl Audit {
             // credentials takes a Refresh without them too.
             let id = socket.transaction_id();
             if let Ok(refresh) = release_request(id) {
-                let _ = socket
-                    .transact(target.server, &refresh, settings.timeout)
-                    .await;
+                let _ = socket.transact(&refresh, settings.timeout).await;
             }
         }
         let allocate = exchanges.iter().find(|e| e.what == "Allocate");
-        self.unauthenticated_allocate(target, settings, allocate);
-        self.amplification(&exchanges);
+        self.unauthenticated_allocate(dialer, settings, allocate);
+        if dialer.transport() == Transport::Udp {
+            self.amplification(&exchanges);
+        } else {
+            self.skip(
+                AMPLIFICATION,
+                "reflection amplification needs a spoofed source address, which only UDP \
+                 allows: over TCP and TLS the handshake proves the source first; probe the \
+                 server's UDP URI for it",
+            );
+        }
         self.software(&exchanges);
     }
 
     fn unauthenticated_allocate(
         &mut self,
-        target: &Target,
+        dialer: &Dialer,
         settings: &Settings,
         exchange: Option<&Exchange>,
     ) {
         let name = UNAUTHENTICATED_ALLOCATE;
+        let transport = dialer.transport();
         let answer = match exchange.map(|e| &e.answer) {
             Some(Ok(answer)) => answer,
             Some(Err(e)) => {
                 let reason = format!(
-                    "{}; without an answer to an Allocate the server is no TURN server on UDP, \
+                    "{}; without an answer to an Allocate the server is no TURN server on {}, \
                      or it drops strangers (which is fine)",
-                    e.explain(target.server, settings.timeout)
+                    e.explain_over(dialer.server(), settings.timeout, transport),
+                    transport_name(transport)
                 );
                 return self.skip(name, &reason);
             }

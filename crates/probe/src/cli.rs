@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
-use icebreaker_ice::uri::{ServerUri, UriError};
+use icebreaker_ice::uri::{ServerUri, Transport, UriError};
 use icebreaker_wire::credentials::RestPassword;
 
+use crate::tls::{self, TlsOptions};
 use crate::{Credentials, LoadSettings, Settings};
 
 /// The username part of REST credentials when `--secret` comes without `--user`.
@@ -30,18 +31,21 @@ pub enum Colour {
 /// what is wrong.
 ///
 /// For every URI: reachability and Binding RTT, the mapped address (and whether a NAT is on
-/// the way), NAT behaviour by RFC 5780 when the server offers it; for turn: URIs with
-/// credentials, an allocation, permissions, data relayed back to the probe (Send and
-/// ChannelData), Refresh and deallocation. `--audit` adds a security audit, `--load` a
-/// bounded load.
+/// the way), NAT behaviour by RFC 5780 when the server offers it (over UDP); for turn: URIs
+/// with credentials, an allocation, permissions, data relayed back to the probe (Send and
+/// ChannelData), Refresh and deallocation. Over TCP (turn:HOST?transport=tcp) and TLS
+/// (turns:, stuns:) the connection comes first: its time, and for TLS the handshake and the
+/// certificate. `--audit` adds a security audit, `--load` a bounded load.
 ///
 /// Exit status: 0 every check passed, 1 a check failed or the audit found a weakness,
 /// 2 usage or configuration error.
 #[derive(Debug, Parser)]
 #[command(name = "ice-probe", version)]
 pub struct Cli {
-    /// STUN or TURN server URIs (RFC 7064, RFC 7065): stun:HOST, stun:HOST:PORT,
-    /// turn:HOST:PORT, turn:HOST:PORT?transport=udp.
+    /// STUN or TURN server URIs (RFC 7064, RFC 7065): stun:HOST[:PORT] (UDP),
+    /// stuns:HOST[:PORT] (TLS, port 5349 by default), turn:HOST[:PORT] or
+    /// turn:HOST[:PORT]?transport=udp (UDP), turn:HOST[:PORT]?transport=tcp (TCP),
+    /// turns:HOST[:PORT] (TLS, port 5349 by default).
     #[arg(value_name = "URI", required = true, value_parser = parse_uri)]
     pub uris: Vec<ServerUri>,
     /// TURN username (with --password), or the user part of REST credentials (with --secret).
@@ -62,7 +66,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
-    /// How long one request may go unanswered, retransmissions included.
+    /// How long one request may go unanswered, retransmissions included; over TCP and TLS
+    /// also how long connecting and the TLS handshake may take.
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Estimate the NAT's mapping lifetime (RFC 5780 §4.6), waiting up to SECS (default
@@ -93,6 +98,15 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 100, requires = "load",
           value_parser = clap::value_parser!(u16).range(16..=1200))]
     pub size: u16,
+    /// Also trust the certificates of this PEM file for stuns: and turns: (a private CA, or
+    /// a self-signed server certificate); repeatable. The system's roots are always trusted.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// Do not verify TLS certificates: the handshake goes on whatever the certificate, and
+    /// the tls-certificate check reports it unverified (skipped) with what verification
+    /// would have said.
+    #[arg(long)]
+    pub insecure: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -162,6 +176,14 @@ impl Cli {
                     .into(),
             );
         }
+        let has_tls = self.uris.iter().any(|uri| uri.transport == Transport::Tls);
+        if (self.insecure || !self.ca.is_empty()) && !has_tls {
+            return Err("--ca and --insecure are for TLS: give a turns: or stuns: URI".into());
+        }
+        let mut ca = Vec::new();
+        for path in &self.ca {
+            ca.extend(tls::load_ca(path)?);
+        }
         let load = self.load.map(|allocations| LoadSettings {
             allocations,
             duration: Duration::from_secs(self.duration),
@@ -178,6 +200,10 @@ impl Cli {
                 packets: self.packets,
                 audit: self.audit,
                 load,
+                tls: TlsOptions {
+                    ca,
+                    insecure: self.insecure,
+                },
             },
             json: self.json,
             prometheus: self.prometheus.clone(),
@@ -193,10 +219,9 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// A URI of any RFC 7064/7065 form that this probe speaks: UDP for now (TCP and TLS come
-/// with the server's support for them).
+/// A URI of any RFC 7064/7065 form: the probe speaks UDP, TCP and TLS.
 fn parse_uri(text: &str) -> Result<ServerUri, UriError> {
-    ServerUri::parse_udp_only(text, "ice-probe")
+    text.parse()
 }
 
 fn parse_secs(text: &str, min: f64, max: f64) -> Result<Duration, String> {
@@ -278,16 +303,67 @@ mod tests {
                 .contains("credentials")
         );
         assert!(parse(&["turn:h", "--duration", "5"]).is_err());
-        assert!(parse(&["turns:h"]).unwrap_err().contains("UDP only"));
         assert!(
-            parse(&["turn:h?transport=tcp"])
+            parse(&["turn:h", "--insecure"])
                 .unwrap_err()
-                .contains("TCP")
+                .contains("turns:")
         );
+        assert!(
+            parse(&["stun:h", "--ca", "/nonexistent.pem"])
+                .unwrap_err()
+                .contains("for TLS")
+        );
+        assert!(
+            parse(&["turns:h", "--ca", "/nonexistent.pem"])
+                .unwrap_err()
+                .contains("/nonexistent.pem")
+        );
+        assert!(parse(&["stun:h?transport=tcp"]).is_err(), "RFC 7064");
+        assert!(parse(&["turns:h?transport=udp"]).is_err());
         assert!(parse(&["stun:h", "--timeout", "0"]).is_err());
         assert!(parse(&["stun:h", "--lifetime", "9999"]).is_err());
         assert!(parse(&["stun:h", "--count", "0"]).is_err());
         assert!(parse(&["http://h"]).is_err());
+    }
+
+    #[test]
+    fn streams_and_tls_are_accepted() {
+        use icebreaker_ice::uri::{DEFAULT_TLS_PORT, Scheme};
+        let options = parse(&["turn:h?transport=tcp", "turns:h", "stuns:h:443"]).unwrap();
+        let uris: Vec<(Scheme, Transport, u16)> = options
+            .uris
+            .iter()
+            .map(|u| (u.scheme, u.transport, u.port))
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                (Scheme::Turn, Transport::Tcp, 3478),
+                (Scheme::Turn, Transport::Tls, DEFAULT_TLS_PORT),
+                (Scheme::Stun, Transport::Tls, 443),
+            ]
+        );
+        assert!(!options.settings.tls.insecure && options.settings.tls.ca.is_empty());
+        assert!(
+            parse(&["turns:h", "--insecure"])
+                .unwrap()
+                .settings
+                .tls
+                .insecure
+        );
+
+        let dir = std::env::temp_dir().join(format!("ice-probe-cli-{}", std::process::id()));
+        let made = icebreaker_tests::test_certificate(&dir, &["localhost"]);
+        let cert = made.cert_path.to_str().unwrap();
+        let options = parse(&["turns:localhost", "--ca", cert, "--ca", cert]).unwrap();
+        assert_eq!(options.settings.tls.ca.len(), 2);
+        let key = made.key_path.to_str().unwrap();
+        assert!(
+            parse(&["turns:localhost", "--ca", key])
+                .unwrap_err()
+                .contains("no certificate")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

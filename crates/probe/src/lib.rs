@@ -4,8 +4,9 @@
 //! plain words what is wrong: reachability and Binding RTT, the mapped address, NAT
 //! behaviour by RFC 5780, a TURN allocation with data relayed back to the probe, Refresh and
 //! deallocation; with `--audit` a security audit of the relay policy and of the answers to
-//! strangers; with `--load` a bounded load. Output is a table, JSON, or Prometheus textfile
-//! metrics.
+//! strangers; with `--load` a bounded load. Over UDP, TCP (`turn:…?transport=tcp`) and TLS
+//! (`stuns:`, `turns:`, with the handshake and the certificate checked). Output is a table,
+//! JSON, or Prometheus textfile metrics.
 
 pub mod audit;
 pub mod cli;
@@ -15,13 +16,17 @@ pub mod output;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod stream;
 pub mod stun_checks;
+pub mod tls;
 pub mod turn_checks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use icebreaker_ice::uri::ServerUri;
+
+use crate::tls::TlsOptions;
 
 /// TURN credentials, as given or derived from a REST secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,6 +67,8 @@ pub struct Settings {
     pub audit: bool,
     /// Run a load.
     pub load: Option<LoadSettings>,
+    /// Which certificates `stuns:` and `turns:` servers may present.
+    pub tls: TlsOptions,
 }
 
 impl Default for Settings {
@@ -74,6 +81,7 @@ impl Default for Settings {
             packets: 20,
             audit: false,
             load: None,
+            tls: TlsOptions::default(),
         }
     }
 }

@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use crate::net::TurnSession;
 use crate::report::Check;
 use crate::stats::{LatencyHistogram, loss_ratio, millis, percent};
-use crate::turn_checks::{Stamp, explain};
+use crate::stream::Dialer;
+use crate::turn_checks::{Stamp, explain_session};
 use crate::{Credentials, LoadSettings, Settings, Target};
 
 /// Allocations, channel bindings or deallocations under way at once: enough to go fast,
@@ -41,7 +42,16 @@ const MAX_LAG: Duration = Duration::from_millis(100);
 /// Datagrams a member sends in a row, when behind schedule, before it reads again.
 const MAX_BURST: u32 = 16;
 
-/// Runs the load against `target`: checks `load-allocate` and `load-relay`.
+/// Both load checks skipped for `reason`.
+pub fn skipped(label: &str, reason: &str) -> Vec<Check> {
+    vec![
+        Check::skip(label, "load-allocate", reason),
+        Check::skip(label, "load-relay", reason),
+    ]
+}
+
+/// Runs the load against `target`: checks `load-allocate` and `load-relay`. Over TCP and
+/// TLS each allocation has its own connection.
 pub async fn load(target: &Target, settings: &Settings, load: LoadSettings) -> Vec<Check> {
     let label = target.label();
     let skip_both = |reason: &str| {
@@ -58,7 +68,8 @@ pub async fn load(target: &Target, settings: &Settings, load: LoadSettings) -> V
     }
 
     let started = Instant::now();
-    let allocated = allocate_all(target.server, credentials, settings.timeout, load).await;
+    let dialer = Dialer::new(target, settings);
+    let allocated = allocate_all(&dialer, credentials, settings.timeout, load).await;
     let allocate_seconds = started.elapsed().as_secs_f64();
     let mut members = Vec::new();
     let mut failures = Vec::new();
@@ -158,7 +169,7 @@ impl Tally {
 /// [`MAX_IN_FLIGHT`] Allocates at a time: each a
 /// member (its `next` still unset) or the explanation of its failure.
 async fn allocate_all(
-    server: SocketAddr,
+    dialer: &Dialer,
     credentials: &Credentials,
     timeout: Duration,
     load: LoadSettings,
@@ -166,28 +177,34 @@ async fn allocate_all(
     let start = tokio::time::Instant::now();
     let interval = Duration::from_secs(1) / ALLOCATE_RATE;
     let jobs = (0..load.allocations)
-        .map(|index| (start + interval * index, credentials.clone()))
+        .map(|index| {
+            (
+                start + interval * index,
+                credentials.clone(),
+                dialer.clone(),
+            )
+        })
         .collect();
     let outcomes = bounded(
         jobs,
         MAX_IN_FLIGHT,
-        move |(at, credentials): (tokio::time::Instant, Credentials)| async move {
+        move |(at, credentials, dialer): (tokio::time::Instant, Credentials, Dialer)| async move {
             tokio::time::sleep_until(at).await;
-            let mut session = TurnSession::new(
-                server,
+            let mut session = TurnSession::open(
+                &dialer,
                 &credentials.username,
                 &credentials.password,
                 timeout,
             )
             .await
-            .map_err(|e| format!("cannot open a UDP socket towards {server}: {e}"))?;
+            .map_err(|e| e.explain(&dialer))?;
             match session.allocate().await {
                 Ok((relayed, _mapped, _lifetime)) => Ok(Member {
                     session,
                     relayed,
                     next: relayed,
                 }),
-                Err(error) => Err(explain(&error, &credentials)),
+                Err(error) => Err(explain_session(&session, &error, &credentials)),
             }
         },
     )
@@ -223,7 +240,8 @@ async fn connect_ring(
             if outcome.is_ok() && previous.ip() != member.next.ip() {
                 outcome = member.session.create_permission(previous).await;
             }
-            let outcome = outcome.map_err(|error| explain(&error, &credentials));
+            let outcome =
+                outcome.map_err(|error| explain_session(&member.session, &error, &credentials));
             (member, outcome)
         },
     )

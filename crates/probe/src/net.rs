@@ -1,6 +1,7 @@
 //! The probe's two ways to talk to a server: single STUN transactions with retransmissions
-//! ([`StunSocket`]), and a TURN allocation driven over its own socket ([`TurnSession`], the
-//! sans-IO [`TurnClient`] of `icebreaker-ice` on a tokio UDP socket).
+//! ([`StunSocket`]), and a TURN allocation driven over its own socket or connection
+//! ([`TurnSession`], the sans-IO [`TurnClient`] of `icebreaker-ice` on a tokio UDP socket or
+//! a TCP or TLS stream of [`crate::stream`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -10,12 +11,15 @@ use std::time::{Duration, Instant};
 use icebreaker_ice::turn_client::{
     TurnClient, TurnClientConfig, TurnError, TurnEvent, TurnSendError, TurnTiming,
 };
+use icebreaker_ice::uri::Transport;
 use icebreaker_wire::attr::{ChangeRequest, ResponsePort};
 use icebreaker_wire::{ChannelNumber, Class, Message, MessageType, MessageWriter, Method};
 use icebreaker_wire::{TransactionId, WriteError};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::net::UdpSocket;
+
+use crate::stream::{ConnectError, Dialer, StreamConn};
 
 /// The first retransmission comes this long after a request: shorter than RFC 8489's 500 ms
 /// because a probe would rather finish than spare a server one datagram.
@@ -33,17 +37,47 @@ pub enum TransactError {
     PortUnreachable,
     /// The socket failed.
     Io(io::Error),
+    /// Over a stream: the server closed the connection before answering.
+    Closed,
+    /// Over a stream: the connection broke, or the server sent something that is not STUN.
+    Stream(String),
+    /// Over a stream: no connection could be made; the explanation.
+    Connect(String),
 }
 
 impl TransactError {
-    /// The plain explanation of a missing answer from `server` for a check's output.
+    /// The plain explanation of a missing answer from `server` over UDP for a check's output.
     pub fn explain(&self, server: SocketAddr, waited: Duration) -> String {
+        self.explain_over(server, waited, Transport::Udp)
+    }
+
+    /// The plain explanation of a missing answer from `server` over `transport`.
+    pub fn explain_over(
+        &self,
+        server: SocketAddr,
+        waited: Duration,
+        transport: Transport,
+    ) -> String {
         match self {
+            TransactError::Timeout if transport != Transport::Udp => format!(
+                "no answer from {server} in {:.1} s over {}: the server accepted the \
+                 connection but does not answer STUN on it, or it is overloaded",
+                waited.as_secs_f64(),
+                transport_name(transport)
+            ),
             TransactError::Timeout => format!(
                 "no answer from {server} in {:.1} s: the port is blocked by a firewall on the \
                  way, the server is down, or it does not listen on UDP there",
                 waited.as_secs_f64()
             ),
+            TransactError::Closed => format!(
+                "{server} closed the {} connection without answering: what listens there \
+                 does not speak STUN over {}, or it refused this client",
+                transport_name(transport),
+                transport_name(transport)
+            ),
+            TransactError::Stream(why) => format!("{server}: {why}"),
+            TransactError::Connect(explanation) => explanation.clone(),
             TransactError::PortUnreachable => format!(
                 "{server} refused (ICMP port unreachable): the host is up but nothing listens \
                  on that UDP port; check the port and that the server runs"
@@ -214,6 +248,15 @@ impl StunSocket {
     }
 }
 
+/// `UDP`, `TCP` or `TLS`, as explanations name them.
+pub fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
+    }
+}
+
 /// The unspecified address of `ip`'s family, to bind a socket that can reach `ip`.
 pub fn unspecified(ip: IpAddr) -> IpAddr {
     match ip {
@@ -256,24 +299,38 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// One TURN allocation on its own UDP socket: [`TurnClient`] driven with real time.
+/// One TURN allocation on its own UDP socket or stream connection: [`TurnClient`] driven
+/// with real time.
 ///
 /// Each operation runs the client until the event that answers it, keeping data that
 /// arrives meanwhile for [`TurnSession::receive`]. Events that answer nothing asked (a
-/// timer's refresh) are kept in [`TurnSession::other_events`].
+/// timer's refresh) are kept in [`TurnSession::other_events`]. Over a stream the client sends
+/// each request once (RFC 8489 §6.2.2); a connection that breaks ends every operation at
+/// once, and [`TurnSession::broken`] says why.
 #[derive(Debug)]
 pub struct TurnSession {
     client: TurnClient,
-    socket: UdpSocket,
+    wire: Wire,
     rng: StdRng,
     received: VecDeque<Received>,
+    /// Why the stream cannot be used any more, once it cannot.
+    broken: Option<String>,
+    /// How long a write to a stream may take.
+    write_timeout: Duration,
     /// Events no operation waited for, in arrival order.
     pub other_events: Vec<TurnEvent>,
 }
 
+/// What a session talks over.
+#[derive(Debug)]
+enum Wire {
+    Udp(UdpSocket),
+    Stream(StreamConn),
+}
+
 impl TurnSession {
-    /// A session with `server` on a fresh ephemeral port. `timeout` bounds each request,
-    /// retransmissions included.
+    /// A session with `server` over UDP on a fresh ephemeral port. `timeout` bounds each
+    /// request, retransmissions included.
     pub async fn new(
         server: SocketAddr,
         username: &str,
@@ -281,15 +338,58 @@ impl TurnSession {
         timeout: Duration,
     ) -> io::Result<TurnSession> {
         let socket = UdpSocket::bind(SocketAddr::new(unspecified(server.ip()), 0)).await?;
+        Ok(TurnSession::on(
+            server,
+            Wire::Udp(socket),
+            username,
+            password,
+            timeout,
+        ))
+    }
+
+    /// A session over whatever `dialer` speaks: a fresh UDP socket, or a new TCP or TLS
+    /// connection. `timeout` bounds the connection and each request.
+    pub async fn open(
+        dialer: &Dialer,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<TurnSession, ConnectError> {
+        let server = dialer.server();
+        if dialer.transport() == Transport::Udp {
+            return TurnSession::new(server, username, password, timeout)
+                .await
+                .map_err(ConnectError::Io);
+        }
+        let connection = dialer.connect(timeout).await?;
+        Ok(TurnSession::on(
+            server,
+            Wire::Stream(connection.stream),
+            username,
+            password,
+            timeout,
+        ))
+    }
+
+    fn on(
+        server: SocketAddr,
+        wire: Wire,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> TurnSession {
         let mut config = TurnClientConfig::new(server, username, password);
         config.timing = timing_within(timeout);
-        Ok(TurnSession {
+        config.reliable = matches!(wire, Wire::Stream(_));
+        TurnSession {
             client: TurnClient::new(config),
-            socket,
+            wire,
             rng: StdRng::from_os_rng(),
             received: VecDeque::new(),
+            broken: None,
+            write_timeout: timeout,
             other_events: Vec::new(),
-        })
+        }
     }
 
     /// The client, for its state and addresses.
@@ -297,9 +397,22 @@ impl TurnSession {
         &self.client
     }
 
-    /// The socket's local address.
+    /// The local address of the socket or connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        match &self.wire {
+            Wire::Udp(socket) => socket.local_addr(),
+            Wire::Stream(conn) => Ok(conn.local_addr()),
+        }
+    }
+
+    /// Whether the session runs over a stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.wire, Wire::Stream(_))
+    }
+
+    /// Why the connection cannot be used any more, once it cannot.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
     }
 
     /// Allocates: the relayed address, the mapped address the server reported, the granted
@@ -397,10 +510,24 @@ impl TurnSession {
     /// indication otherwise.
     pub async fn send_to(&mut self, peer: SocketAddr, data: &[u8]) -> Result<(), SendError> {
         let datagram = self.client.send_to(peer, data)?;
-        self.socket
-            .send_to(&datagram, self.client.server())
-            .await
-            .map_err(SendError::Io)?;
+        match &mut self.wire {
+            Wire::Udp(socket) => {
+                socket
+                    .send_to(&datagram, self.client.server())
+                    .await
+                    .map_err(SendError::Io)?;
+            }
+            Wire::Stream(conn) => {
+                if let Some(why) = &self.broken {
+                    return Err(SendError::Io(io::Error::other(why.clone())));
+                }
+                if let Err(error) = conn.send(&datagram, self.write_timeout).await {
+                    let why = error.to_string();
+                    self.broken = Some(why.clone());
+                    return Err(SendError::Io(io::Error::other(why)));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -434,28 +561,58 @@ impl TurnSession {
         }
     }
 
-    /// Sends what the client has to send, then waits for one datagram or the client's next
-    /// timer, whichever comes first, but not past `deadline`. False once `deadline` passed.
+    /// Sends what the client has to send, then waits for one datagram or frame or the
+    /// client's next timer, whichever comes first, but not past `deadline`. False once
+    /// `deadline` passed or the stream broke.
     async fn step(&mut self, deadline: Instant) -> bool {
         let server = self.client.server();
         while let Some(datagram) = self.client.poll_transmit() {
-            // A lost datagram is a lost datagram: the client retransmits requests.
-            let _ = self.socket.send_to(&datagram, server).await;
+            match &mut self.wire {
+                // A lost datagram is a lost datagram: the client retransmits requests.
+                Wire::Udp(socket) => {
+                    let _ = socket.send_to(&datagram, server).await;
+                }
+                Wire::Stream(conn) => {
+                    if self.broken.is_none()
+                        && let Err(error) = conn.send(&datagram, self.write_timeout).await
+                    {
+                        self.broken = Some(error.to_string());
+                    }
+                }
+            }
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || self.broken.is_some() {
             return false;
         }
         let wake = self
             .client
             .poll_timeout()
             .map_or(deadline, |at| at.min(deadline));
-        let mut buf = [0u8; 2048];
-        let wait = wake.saturating_duration_since(now);
-        match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
-            Ok(Ok((len, from))) if from == server => {
-                let now = Instant::now();
-                if let Some(data) = self.client.handle_input(now, &mut self.rng, &buf[..len]) {
+        let input = match &mut self.wire {
+            Wire::Udp(socket) => {
+                let mut buf = [0u8; 2048];
+                let wait = wake.saturating_duration_since(now);
+                match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+                    Ok(Ok((len, from))) if from == server => Some(buf[..len].to_vec()),
+                    // Datagrams from elsewhere and ICMP errors are not the server's answer;
+                    // the client's retransmissions and timeouts decide.
+                    Ok(_) => return true,
+                    Err(_) => None,
+                }
+            }
+            Wire::Stream(conn) => match conn.next_frame(wake).await {
+                Ok(frame) => frame,
+                Err(error) => {
+                    self.broken = Some(error.to_string());
+                    return false;
+                }
+            },
+        };
+        let now = Instant::now();
+        match input {
+            Some(bytes) => {
+                if let Some(data) = self.client.handle_input(now, &mut self.rng, &bytes) {
                     self.received.push_back(Received {
                         peer: data.peer,
                         data: data.data.to_vec(),
@@ -463,10 +620,7 @@ impl TurnSession {
                     });
                 }
             }
-            // Datagrams from elsewhere and ICMP errors are not the server's answer; the
-            // client's retransmissions and timeouts decide.
-            Ok(_) => {}
-            Err(_) => self.client.handle_timeout(Instant::now(), &mut self.rng),
+            None => self.client.handle_timeout(now, &mut self.rng),
         }
         true
     }
@@ -476,8 +630,13 @@ impl Drop for TurnSession {
     /// A session dropped while it holds an allocation (a check cancelled, a task aborted, an
     /// early return) releases it with one best-effort Refresh of LIFETIME 0, so that a probe
     /// run leaves nothing counting against the user's quota until the lifetime runs out.
+    /// Over a stream, closing the connection is the release: the server deletes the
+    /// allocation of a closed connection (RFC 8656 §3.1).
     fn drop(&mut self) {
         use icebreaker_ice::turn_client::TurnState;
+        let Wire::Udp(socket) = &self.wire else {
+            return;
+        };
         if !matches!(
             self.client.state(),
             TurnState::Allocating | TurnState::Allocated
@@ -487,7 +646,7 @@ impl Drop for TurnSession {
         self.client.deallocate(Instant::now(), &mut self.rng);
         let server = self.client.server();
         while let Some(datagram) = self.client.poll_transmit() {
-            let _ = self.socket.try_send_to(&datagram, server);
+            let _ = socket.try_send_to(&datagram, server);
         }
     }
 }

@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use icebreaker_ice::uri::{Host, Scheme, ServerUri};
+use icebreaker_ice::uri::{Host, Scheme, ServerUri, Transport};
 
 use crate::report::{Check, Report, Status};
 use crate::stun_checks::BindingInfo;
-use crate::{Settings, Target, audit, load, stun_checks, turn_checks};
+use crate::{Settings, Target, audit, load, stun_checks, tls, turn_checks};
 
 /// Runs every check the settings ask for against each URI, one server after another.
 pub async fn run(uris: &[ServerUri], settings: &Settings) -> Report {
@@ -30,9 +30,39 @@ pub async fn run(uris: &[ServerUri], settings: &Settings) -> Report {
             server,
         };
         let label = target.label();
-        let (checks, info) = stun_checks::binding(&target, settings).await;
+        let stream = uri.transport != Transport::Udp;
+        let (checks, info) = if stream {
+            stun_checks::binding_over_stream(&target, settings).await
+        } else {
+            stun_checks::binding(&target, settings).await
+        };
         report.extend(checks);
-        if let Some(info) = info {
+        // A connection that cannot be made would fail every later check the same way, each
+        // after its own timeout: say it once.
+        let unreachable = report
+            .checks
+            .iter()
+            .find(|c| {
+                c.target == label
+                    && (c.name == stun_checks::CONNECT || c.name == tls::TLS)
+                    && c.status == Status::Fail
+            })
+            .map(|c| format!("depends on {}, which failed", c.name));
+        if let Some(reason) = unreachable {
+            if uri.scheme == Scheme::Turn {
+                report.extend(turn_checks::skipped(&label, &reason));
+            }
+            if settings.audit {
+                report.extend(audit::skipped(&label, &reason));
+            }
+            if settings.load.is_some() && uri.scheme == Scheme::Turn {
+                report.extend(load::skipped(&label, &reason));
+            }
+            continue;
+        }
+        if info.is_some() && stream {
+            report.extend(stun_checks::nat_skipped_on_stream(&label, uri.transport));
+        } else if let Some(info) = info {
             report.extend(stun_checks::nat_behaviour(&target, settings, &info).await);
             // Behind a NAT without RFC 5780, a second server tells at least the mapping.
             let mapping_unknown = report

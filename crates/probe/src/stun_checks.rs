@@ -1,7 +1,8 @@
 //! The STUN checks: Binding round trips and the mapped address (`binding`, `mapped-address`),
 //! NAT behaviour discovery by RFC 5780 (`nat-mapping`, `nat-filtering`, `hairpinning`,
 //! `mapping-lifetime`), and, for servers without RFC 5780, the mapping compared across two
-//! servers.
+//! servers. Over TCP and TLS, the connection's checks (`connect`, `tls`, `tls-certificate`)
+//! come first and NAT behaviour discovery, which is UDP's, is skipped.
 //!
 //! NAT behaviour belongs to the network the probe runs in, not to the server: those checks
 //! pass whenever they could run, and their value says what was found. They skip, with the
@@ -28,6 +29,9 @@ use lifetime::{lifetime_not_asked, mapping_lifetime};
 
 mod discovery;
 mod lifetime;
+mod stream;
+
+pub use stream::{CONNECT, binding_over_stream, nat_skipped_on_stream};
 
 const BINDING: &str = "binding";
 const MAPPED_ADDRESS: &str = "mapped-address";
@@ -111,30 +115,11 @@ pub async fn binding(target: &Target, settings: &Settings) -> (Vec<Check>, Optio
             }
         }
     }
-    let Some(first) = run.first.clone() else {
+    let local = local_address(&socket, server).await;
+    let Some((mapped, info)) = run.mapped_address(&label, local) else {
         return failed("no answer".into(), "no request was sent".into());
     };
-    let local = local_address(&socket, server).await;
-    let binding = run.check(&label, sent);
-    let mut value = if first.address == local {
-        format!("{} = local address: no NAT", first.address)
-    } else {
-        format!("{} (behind NAT: local {local})", first.address)
-    };
-    if let Some(other) = run.changed {
-        value.push_str(&format!(
-            "; changed to {other} between requests: the NAT or a load balancer moved the mapping"
-        ));
-    }
-    let info = BindingInfo {
-        mapped: first.address,
-        local,
-        other_address: first.other_address,
-        response_origin: first.response_origin,
-        software: first.software,
-    };
-    let mapped = Check::pass(&label, MAPPED_ADDRESS, value);
-    (vec![binding, mapped], Some(info))
+    (vec![run.check(&label, sent), mapped], Some(info))
 }
 
 /// Discovers the behaviour of the NAT between the probe and the server by RFC 5780:
@@ -239,6 +224,31 @@ struct Run {
 }
 
 impl Run {
+    /// The `mapped-address` check and what the first answer said, compared with the
+    /// socket's `local` address; `None` before any answer.
+    fn mapped_address(&self, label: &str, local: SocketAddr) -> Option<(Check, BindingInfo)> {
+        let first = self.first.clone()?;
+        let mut value = if first.address == local {
+            format!("{} = local address: no NAT", first.address)
+        } else {
+            format!("{} (behind NAT: local {local})", first.address)
+        };
+        if let Some(other) = self.changed {
+            value.push_str(&format!(
+                "; changed to {other} between requests: the NAT or a load balancer moved the \
+                 mapping"
+            ));
+        }
+        let info = BindingInfo {
+            mapped: first.address,
+            local,
+            other_address: first.other_address,
+            response_origin: first.response_origin,
+            software: first.software,
+        };
+        Some((Check::pass(label, MAPPED_ADDRESS, value), info))
+    }
+
     fn record(&mut self, mapped: Mapped, response: &Response) {
         self.answered += 1;
         if response.retransmitted {

@@ -1,6 +1,7 @@
 //! The TURN checks: an allocation, its relayed address, a second allocation as the peer,
 //! data relayed from one to the other in Send indications and then over a channel, a Refresh
-//! and the release of both.
+//! and the release of both. Each allocation has its own UDP socket or, for TCP and TLS URIs,
+//! its own connection; the relay itself is UDP either way.
 //!
 //! The probe is its own peer: datagrams leave allocation A, cross the server from A's relayed
 //! address to B's and come back to the probe through B, so one clock times the whole trip
@@ -17,11 +18,21 @@ use rand::{RngCore, SeedableRng};
 use crate::net::{SendError, TurnSession};
 use crate::report::Check;
 use crate::stats::{RttStats, loss_ratio, millis, percent};
+use crate::stream::Dialer;
 use crate::{Credentials, Settings, Target};
 
 mod explain;
 
-pub use explain::explain;
+pub use explain::{explain, explain_session};
+
+/// Every TURN check skipped for `reason`: when the connection to the server failed, each
+/// would fail the same way.
+pub fn skipped(label: &str, reason: &str) -> Vec<Check> {
+    CHECK_NAMES
+        .iter()
+        .map(|name| Check::skip(label, name, reason))
+        .collect()
+}
 
 /// The names of the TURN checks, in the order they run.
 pub const CHECK_NAMES: [&str; 7] = [
@@ -56,6 +67,7 @@ pub async fn turn(target: &Target, settings: &Settings) -> Vec<Check> {
     let mut run = Run {
         label,
         target,
+        dialer: Dialer::new(target, settings),
         settings,
         credentials,
         checks: Vec::new(),
@@ -68,6 +80,8 @@ pub async fn turn(target: &Target, settings: &Settings) -> Vec<Check> {
 struct Run<'a> {
     label: String,
     target: &'a Target,
+    /// How allocations reach the server: UDP, TCP or TLS, as the URI says.
+    dialer: Dialer,
     settings: &'a Settings,
     credentials: &'a Credentials,
     checks: Vec<Check>,
@@ -139,22 +153,21 @@ impl Run<'_> {
 
     /// A new session and its allocation, or the explanation of why there is none.
     async fn open_allocation(&self) -> Result<Allocation, String> {
-        let server = self.target.server;
-        let mut session = TurnSession::new(
-            server,
+        let mut session = TurnSession::open(
+            &self.dialer,
             &self.credentials.username,
             &self.credentials.password,
             self.settings.timeout,
         )
         .await
-        .map_err(|e| format!("cannot open a UDP socket towards {server}: {e}"))?;
+        .map_err(|e| e.explain(&self.dialer))?;
         match session.allocate().await {
             Ok((relayed, _mapped, lifetime)) => Ok(Allocation {
                 session,
                 relayed,
                 lifetime,
             }),
-            Err(error) => Err(explain(&error, self.credentials)),
+            Err(error) => Err(explain_session(&session, &error, self.credentials)),
         }
     }
 
@@ -193,8 +206,10 @@ impl Run<'_> {
         };
         let started = Instant::now();
         let mut outcome = first.session.create_permission(peer.relayed).await;
+        let mut asking = &first.session;
         if outcome.is_ok() {
             outcome = peer.session.create_permission(first.relayed).await;
+            asking = &peer.session;
         }
         let elapsed = started.elapsed();
         match outcome {
@@ -212,7 +227,7 @@ impl Run<'_> {
                 true
             }
             Err(error) => {
-                let mut explanation = explain(&error, self.credentials);
+                let mut explanation = explain_session(asking, &error, self.credentials);
                 if error.code() == Some(403) {
                     explanation.push_str(
                         ". The peer here is another allocation's relayed address on the same \
@@ -242,7 +257,7 @@ impl Run<'_> {
             Err(error) => {
                 let explanation = format!(
                     "the channel binding failed: {}",
-                    explain(&error, self.credentials)
+                    explain_session(&first.session, &error, self.credentials)
                 );
                 self.fail("channel-data", "", explanation);
                 return;
@@ -334,7 +349,7 @@ impl Run<'_> {
                 );
             }
             Err(error) => {
-                let explanation = explain(&error, self.credentials);
+                let explanation = explain_session(session, &error, self.credentials);
                 self.fail("refresh", "", explanation);
             }
         }
@@ -351,7 +366,7 @@ impl Run<'_> {
                 Err(error) => failures.push(format!(
                     "{}: {}",
                     allocation.relayed,
-                    explain(&error, self.credentials)
+                    explain_session(&allocation.session, &error, self.credentials)
                 )),
             }
         }

@@ -6,12 +6,34 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use icebreaker_ice::turn_client::TurnError;
 
 use crate::Credentials;
+use crate::net::TurnSession;
 
 /// The plain explanation of a failed TURN request, with its likely cause. `credentials`
 /// tells static passwords from TURN REST ones, whose failures point at the shared secret
 /// and at the clocks rather than at a typo.
 pub fn explain(error: &TurnError, credentials: &Credentials) -> String {
     explain_at(error, credentials, SystemTime::now())
+}
+
+/// [`explain`] for a request of `session`: over a stream, a broken connection or a silent
+/// server mean something else than over UDP.
+pub fn explain_session(
+    session: &TurnSession,
+    error: &TurnError,
+    credentials: &Credentials,
+) -> String {
+    if let Some(why) = session.broken() {
+        return format!(
+            "{why} before the answer came; the server deletes the allocations of a closed \
+             connection, and clients lose theirs the same way"
+        );
+    }
+    if session.is_stream() && *error == TurnError::Timeout {
+        return "no answer from the server within the timeout: it accepted the connection but \
+                does not answer TURN requests on it, or it is overloaded"
+            .to_owned();
+    }
+    explain(error, credentials)
 }
 
 /// [`explain`] with the clock given, so that REST expiries can be judged in tests.
