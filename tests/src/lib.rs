@@ -171,6 +171,66 @@ impl Drop for Server {
     }
 }
 
+/// A running `icebreaker signal` (the WebSocket signaling relay) on a free loopback port,
+/// killed when dropped.
+pub struct SignalRelay {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl SignalRelay {
+    /// Starts it and waits until it says where it listens.
+    pub fn start() -> SignalRelay {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let mut child = Command::new(icebreaker_bin())
+            .args(["signal", "--listen", &addr.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start icebreaker signal: {e}"));
+        let Some(stdout) = child.stdout.take() else {
+            panic!("stdout is piped");
+        };
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("ws://") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("icebreaker signal did not say where it listens");
+                }
+            }
+        }
+        SignalRelay { child, addr }
+    }
+
+    /// A fresh room URL, unique within this test process.
+    pub fn room(&self, name: &str) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("ws://{}/{name}-{}-{n}", self.addr, std::process::id())
+    }
+}
+
+impl Drop for SignalRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A UDP echo peer on `ip` (port chosen by the system), answering every datagram to its
 /// sender, for as long as the test process runs.
 pub fn echo_peer(ip: [u8; 4]) -> SocketAddr {

@@ -7,7 +7,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,8 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use icebreaker_tests::{
-    Server, TestCertificate, free_tcp_port, have_tool, ice_peer_bin, icebreaker_bin,
-    test_certificate,
+    Server, SignalRelay, TestCertificate, free_tcp_port, have_tool, ice_peer_bin, test_certificate,
 };
 use serde_json::Value;
 
@@ -34,66 +33,6 @@ fn temp_dir(name: &str) -> PathBuf {
         "ice-peer-turn-stream-{}-{name}-{n}",
         std::process::id()
     ))
-}
-
-/// Reads lines of `from` into a channel on a thread of its own.
-fn lines(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A running `icebreaker signal`, killed when dropped.
-struct Signal {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Signal {
-    fn start() -> Signal {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let mut child = Command::new(icebreaker_bin())
-            .args(["signal", "--listen", &addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start icebreaker signal");
-        let stdout = lines(child.stdout.take().expect("piped stdout"));
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stdout.recv_timeout(left) {
-                Ok(line) if line.contains("ws://") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("icebreaker signal did not say where it listens");
-                }
-            }
-        }
-        Signal { child, addr }
-    }
-
-    /// A fresh room for one run.
-    fn room(&self, name: &str) -> String {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        format!("ws://{}/{name}-{}-{n}", self.addr, std::process::id())
-    }
-}
-
-impl Drop for Signal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Waits until something accepts TCP connections on `addr`, at most 15 seconds.
@@ -287,7 +226,7 @@ fn peer_args(role: &str, room: &str, turn: &str, extra: &[&str]) -> Vec<String> 
 /// `turn`; the answerer starts a moment later, as a second shell would. `during` runs while
 /// both are up.
 fn run_pair(
-    signal: &Signal,
+    signal: &SignalRelay,
     turn: &str,
     extra: &[&str],
     offer_extra: &[&str],
@@ -346,7 +285,7 @@ fn through_coturn_over_tcp() {
     let Some(coturn) = Coturn::start() else {
         return;
     };
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let turn = format!("turn:{}?transport=tcp", coturn.tcp);
     let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
     assert_relayed_over(&offer, &answer, "tcp", 50);
@@ -357,7 +296,7 @@ fn through_coturn_over_tls_verified_with_the_ca_flag() {
     let Some(coturn) = Coturn::start() else {
         return;
     };
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     // A name, not the IP: the server is asked for (SNI) and checked as "localhost".
     let turn = format!("turns:localhost:{}", coturn.tls.port());
     let ca = coturn.cert.cert_path.display().to_string();
@@ -371,7 +310,7 @@ fn a_tls_server_no_root_vouches_for_gives_no_relayed_candidate() {
     let Some(coturn) = Coturn::start() else {
         return;
     };
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let room = signal.room("untrusted");
     let turn = format!("turns:localhost:{}", coturn.tls.port());
     let args = peer_args(
@@ -399,7 +338,7 @@ fn a_turn_server_lost_mid_run_costs_the_relay_not_the_host_pair() {
     let Some(mut coturn) = Coturn::start() else {
         return;
     };
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let turn = format!("turn:{}?transport=tcp", coturn.tcp);
     // 150 probes 20 ms apart: the server dies a second into the three seconds they take.
     let (offer, answer) = run_pair(
@@ -446,7 +385,7 @@ fn losing_the_relay_of_the_selected_pair_fails_the_run_at_once() {
     let Some(mut coturn) = Coturn::start() else {
         return;
     };
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let turn = format!("turn:{}?transport=tcp", coturn.tcp);
     let killed_at = std::cell::Cell::new(None);
     let (offer, answer) = run_pair(
@@ -493,7 +432,7 @@ fn icebreaker(extra: &[&str]) -> Server {
 
 #[test]
 fn through_icebreaker_over_tcp() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let server = icebreaker(&[]);
     let turn = format!("turn:{}?transport=tcp", server.addr);
     let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
@@ -502,7 +441,7 @@ fn through_icebreaker_over_tcp() {
 
 #[test]
 fn through_icebreaker_over_tls() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let dir = temp_dir("icebreaker-tls");
     let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
     let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));

@@ -3,74 +3,19 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use icebreaker_tests::{Server, free_tcp_port, icebreaker_bin};
+use icebreaker_tests::{Server, SignalRelay};
 use serde_json::Value;
 
 /// Every wait in these tests ends by this long, so a hung peer fails the test instead of
 /// hanging it.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// A running `icebreaker signal`, killed when dropped.
-struct Signal {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Signal {
-    fn start() -> Signal {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let mut child = Command::new(icebreaker_bin())
-            .args(["signal", "--listen", &addr.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start icebreaker signal");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("ws://") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("icebreaker signal did not say where it listens");
-                }
-            }
-        }
-        Signal { child, addr }
-    }
-
-    /// A fresh room of this relay for one test.
-    fn room(&self, name: &str) -> String {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        format!("ws://{}/{name}-{}-{n}", self.addr, std::process::id())
-    }
-}
-
-impl Drop for Signal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A running ice-peer whose output is collected as it comes; killed when dropped.
 struct Peer {
@@ -208,7 +153,7 @@ fn assert_all_echoed(report: &Value, probes: u64) {
 
 #[test]
 fn two_peers_connect_over_host_candidates_and_every_probe_is_echoed() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let room = signal.room("host");
     let common = ["--signal", &room, "--timeout", "20"];
     let (offer, answer) = run_pair(
@@ -256,7 +201,7 @@ fn two_peers_connect_over_host_candidates_and_every_probe_is_echoed() {
 
 #[test]
 fn relay_only_peers_select_relayed_candidates_and_lose_nothing() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     // Both relayed addresses are the server's own loopback ones: allowed explicitly.
     let server = Server::start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
     let turn = format!("turn:{}", server.addr);
@@ -308,7 +253,7 @@ fn relay_only_peers_select_relayed_candidates_and_lose_nothing() {
 
 #[test]
 fn an_ice_restart_mid_transfer_selects_again_and_loses_nothing() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let room = signal.room("restart");
     let common = ["--signal", &room, "--timeout", "20", "--json"];
     // 100 probes 20 ms apart take 2 s: the restart 1 s after connecting falls in the middle.
@@ -350,7 +295,7 @@ fn an_ice_restart_mid_transfer_selects_again_and_loses_nothing() {
 
 #[test]
 fn a_wrong_turn_password_with_relay_only_fails_clearly_and_tells_the_other_peer() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let server = Server::start(&["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]);
     let turn = format!("turn:{}", server.addr);
     let room = signal.room("password");
@@ -425,7 +370,7 @@ fn a_wrong_turn_password_with_relay_only_fails_clearly_and_tells_the_other_peer(
 
 #[test]
 fn a_peer_whose_partner_vanishes_loses_consent_and_exits_1() {
-    let signal = Signal::start();
+    let signal = SignalRelay::start();
     let room = signal.room("consent");
     let common = [
         "--signal",
