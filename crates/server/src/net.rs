@@ -211,7 +211,11 @@ mod tests {
         let port = first.local_addr().expect("bound");
         tcp_listener(port).expect("a second worker binds the same listener");
         let error = ensure_unused(port, ListenProtocol::Tcp).expect_err("in use");
-        assert!(error.to_string().starts_with(&format!("tcp {port} is already in use")));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("tcp {port} is already in use"))
+        );
         // A plain listener of another program, without SO_REUSEPORT, is reported too.
         let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let other = other.local_addr().expect("bound");
