@@ -42,11 +42,16 @@ pub enum Colour {
 #[derive(Debug, Parser)]
 #[command(name = "ice-probe", version)]
 pub struct Cli {
-    /// STUN or TURN server URIs (RFC 7064, RFC 7065): stun:HOST[:PORT] (UDP),
-    /// stuns:HOST[:PORT] (TLS, port 5349 by default), turn:HOST[:PORT] or
-    /// turn:HOST[:PORT]?transport=udp (UDP), turn:HOST[:PORT]?transport=tcp (TCP),
-    /// turns:HOST[:PORT] (TLS, port 5349 by default).
-    #[arg(value_name = "URI", required = true, value_parser = parse_uri)]
+    /// The servers to probe, as RFC 7064 and RFC 7065 URIs (the help text lists the forms).
+    #[arg(
+        value_name = "URI",
+        required = true,
+        value_parser = parse_uri,
+        help = "STUN or TURN server URIs (RFC 7064, RFC 7065): stun:HOST[:PORT] (UDP), \
+                stuns:HOST[:PORT] (TLS, port 5349 by default), turn:HOST[:PORT] or \
+                turn:HOST[:PORT]?transport=udp (UDP), turn:HOST[:PORT]?transport=tcp (TCP), \
+                turns:HOST[:PORT] (TLS, port 5349 by default)."
+    )]
     pub uris: Vec<ServerUri>,
     /// TURN username (with --password), or the user part of REST credentials (with --secret).
     #[arg(long, value_name = "U")]
