@@ -1,4 +1,4 @@
-//! `turn-load`: a load generator for STUN/TURN servers over UDP on loopback.
+//! `turn-load`: a load generator for STUN/TURN servers on loopback, over UDP, TCP or TLS.
 //!
 //! It makes `--allocations` TURN allocations (Allocate with the 401/NONCE exchange and
 //! long-term credentials, CreatePermission, ChannelBind), each relaying to its own socket of an
@@ -13,10 +13,14 @@
 //! is read from `/proc/PID/stat` (utime + stime, every thread) at the start and the end of the
 //! measured interval.
 //!
-//! I/O: one client thread serves every client socket and one echo thread every echo socket,
-//! each with a level-triggered epoll, `recvmmsg` and `sendmmsg` through `nix` (one syscall for
-//! up to 64 datagrams); the sockets are `connect`ed, so no address is copied per datagram. In
-//! `--rate` mode a third thread paces the sends with one `send` per datagram.
+//! I/O over UDP: one client thread serves every client socket and one echo thread every echo
+//! socket, each with a level-triggered epoll, `recvmmsg` and `sendmmsg` through `nix` (one
+//! syscall for up to 64 datagrams); the sockets are `connect`ed, so no address is copied per
+//! datagram. In `--rate` mode a third thread paces the sends with one `send` per datagram.
+//!
+//! Over TCP and TLS (`--transport`), each allocation is its own connection to the server, its
+//! messages framed as RFC 8656 §3.1 says; `--stream-threads` client threads share the
+//! connections, and the echo peer stays on UDP. See `stream.rs`.
 //!
 //! `--report FILE` prints a comparison table from the `--json` lines of several runs.
 //! See `benches/README.md`.
@@ -24,9 +28,11 @@
 mod messages;
 mod report;
 mod setup;
+mod stream;
 mod traffic;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +46,9 @@ use icebreaker_wire::{ChannelNumber, Method};
 
 use messages::templates;
 use report::{Outcome, clock_tick, cpu_ticks, report};
-use setup::{Allocation, TidGenerator, drain_socket, probe, udp_socket};
-use traffic::{client_loop, echo_peer, paced_sender};
+use setup::{Allocation, Exchange, TidGenerator, binding, drain_socket, probe, udp_socket};
+use stream::{Connector, StreamConn, stream_client_loop};
+use traffic::{Stats, client_loop, echo_peer, paced_sender};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`, and the largest window.
 const BATCH: usize = 64;
@@ -59,14 +66,32 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The one channel of each allocation (channels are per allocation).
 const CHANNEL: u16 = 0x4000;
+/// Most client threads over TCP and TLS.
+const MAX_STREAM_THREADS: usize = 16;
 
 /// Drive ChannelData, Send-indication or Binding round trips through a STUN/TURN server.
 #[derive(Parser, Debug)]
 #[command(name = "turn-load")]
 struct Args {
-    /// The server's UDP address (IPv4, loopback).
+    /// The server's address (IPv4, loopback): its UDP port, or with --transport its TCP or
+    /// TLS port.
     #[arg(long, default_value = "127.0.0.1:3478")]
     server: SocketAddr,
+    /// How the clients reach the server: UDP, or one TCP or TLS connection per allocation.
+    /// The relayed side (server to echo peer) is UDP in every case.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
+    /// TLS: a PEM file with the certificate(s) to trust for the server, which must name the
+    /// server's IP address (the test certificate itself, or the CA that signed it). Required
+    /// with --transport tls: the generator verifies the server as a client would.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// TLS: offer only this version (both 1.2 and 1.3 are offered by default).
+    #[arg(long, value_enum, value_name = "VERSION")]
+    tls_version: Option<TlsVersion>,
+    /// TCP and TLS: client threads sharing the connections, 1 to 16.
+    #[arg(long, default_value_t = 1)]
+    stream_threads: usize,
     /// Long-term credential user name.
     #[arg(long, default_value = "bench")]
     user: String,
@@ -76,7 +101,7 @@ struct Args {
     /// What a round trip is.
     #[arg(long, value_enum, default_value_t = Mode::Channel)]
     mode: Mode,
-    /// Allocations (client sockets in binding mode), 1 to 1024.
+    /// Allocations (client sockets or connections in binding mode), 1 to 1024.
     #[arg(long, default_value_t = 32)]
     allocations: usize,
     /// Payload bytes per datagram (channel and send modes), 16 to 1400.
@@ -122,6 +147,46 @@ enum Mode {
     Send,
     /// STUN Binding requests and responses (no allocation).
     Binding,
+}
+
+/// How the clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// One UDP socket per allocation.
+    Udp,
+    /// One TCP connection per allocation.
+    Tcp,
+    /// One TLS connection per allocation (rustls, ALPN stun.turn).
+    Tls,
+}
+
+/// A TLS version to offer alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TlsVersion {
+    /// TLS 1.2.
+    #[value(name = "1.2")]
+    V1_2,
+    /// TLS 1.3.
+    #[value(name = "1.3")]
+    V1_3,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// How ChannelData is written: padded to 4 bytes over a stream.
+    fn framing(self) -> icebreaker_wire::Transport {
+        match self {
+            Transport::Udp => icebreaker_wire::Transport::Datagram,
+            Transport::Tcp | Transport::Tls => icebreaker_wire::Transport::Stream,
+        }
+    }
 }
 
 impl Mode {
@@ -178,8 +243,39 @@ fn run() -> Result<ExitCode> {
         args.server.is_ipv4(),
         "the server address must be IPv4 (loopback)"
     );
+    ensure!(
+        (1..=MAX_STREAM_THREADS).contains(&args.stream_threads),
+        "--stream-threads must be 1 to {MAX_STREAM_THREADS}"
+    );
+    ensure!(
+        (args.transport == Transport::Tls) == args.ca.is_some(),
+        "--ca is required with --transport tls, and only there"
+    );
+    ensure!(
+        args.tls_version.is_none() || args.transport == Transport::Tls,
+        "--tls-version is for --transport tls"
+    );
+    ensure!(
+        args.transport == Transport::Udp || args.rate.is_none(),
+        "--rate is for --transport udp only; over TCP and TLS use --window"
+    );
     if args.probe {
-        let answered = probe(args.server, Duration::from_secs_f64(args.duration))?;
+        let limit = Duration::from_secs_f64(args.duration);
+        let answered = match args.transport {
+            Transport::Udp => probe(args.server, limit)?,
+            Transport::Tcp | Transport::Tls => {
+                let deadline = Instant::now() + limit;
+                let connector = Connector::new(&args)?;
+                connector
+                    .connect(deadline)
+                    .and_then(|mut conn| {
+                        let answered = binding(&mut conn, &mut TidGenerator::new(), deadline);
+                        conn.close();
+                        answered
+                    })
+                    .is_ok()
+            }
+        };
         return Ok(if answered {
             ExitCode::SUCCESS
         } else {
@@ -204,60 +300,75 @@ fn load(args: &Args) -> Result<Outcome> {
     let clock = Clock::new();
     let mut tids = TidGenerator::new();
     let n = args.allocations;
+    let deadline = Instant::now() + SETUP_TIMEOUT;
 
-    // Sockets: one client socket per allocation, connected to the server; in the TURN modes one
-    // echo socket per allocation, connected to that allocation's relay address once known.
-    let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
-        let socket = udp_socket()?;
-        socket
-            .connect(args.server)
-            .with_context(|| format!("connect to {}", args.server))?;
-        clients.push(socket);
-    }
+    // Client side: one UDP socket connected to the server, or one TCP or TLS connection, per
+    // allocation.
+    let mut clients = match args.transport {
+        Transport::Udp => {
+            let mut sockets = Vec::with_capacity(n);
+            for _ in 0..n {
+                let socket = udp_socket()?;
+                socket
+                    .connect(args.server)
+                    .with_context(|| format!("connect to {}", args.server))?;
+                sockets.push(socket);
+            }
+            Clients::Udp(sockets)
+        }
+        Transport::Tcp | Transport::Tls => {
+            let connector = Connector::new(args)?;
+            let mut conns = Vec::with_capacity(n);
+            for i in 0..n {
+                conns.push(
+                    connector
+                        .connect(deadline)
+                        .with_context(|| format!("connection {i}"))?,
+                );
+            }
+            Clients::Stream(conns)
+        }
+    };
+    // In the TURN modes, one echo socket per allocation, connected to that allocation's relay
+    // address once known.
     let mut allocations = Vec::new();
     let mut echoes = Vec::new();
-    let deadline = Instant::now() + SETUP_TIMEOUT;
     if args.mode != Mode::Binding {
-        for (i, socket) in clients.iter().enumerate() {
-            let echo = udp_socket()?;
-            let echo_addr = echo.local_addr()?;
-            let mut allocation = Allocation::new(socket, args, &mut tids, deadline)
-                .with_context(|| format!("allocation {i}"))?;
-            allocation
-                .request(
-                    Method::CREATE_PERMISSION,
-                    |w| w.add(&XorPeerAddress(echo_addr)),
-                    &mut tids,
-                    deadline,
-                )
-                .with_context(|| format!("CreatePermission of allocation {i}"))?;
-            if args.mode == Mode::Channel {
-                let channel = ChannelNumber::new(CHANNEL).context("channel number")?;
-                allocation
-                    .request(
-                        Method::CHANNEL_BIND,
-                        |w| {
-                            w.add(&channel)?;
-                            w.add(&XorPeerAddress(echo_addr))
-                        },
-                        &mut tids,
-                        deadline,
-                    )
-                    .with_context(|| format!("ChannelBind of allocation {i}"))?;
+        for i in 0..n {
+            let (allocation, echo) = match &mut clients {
+                Clients::Udp(sockets) => set_up(&mut sockets[i], args, &mut tids, deadline),
+                Clients::Stream(conns) => set_up(&mut conns[i], args, &mut tids, deadline),
             }
-            echo.connect(allocation.relay)
-                .with_context(|| format!("connect the echo socket to {}", allocation.relay))?;
-            echoes.push((echo, echo_addr));
+            .with_context(|| format!("allocation {i}"))?;
+            echoes.push(echo);
             allocations.push(allocation);
         }
-    } else if !probe(args.server, Duration::from_secs(5))? {
-        bail!("{} does not answer Binding requests", args.server);
+    } else {
+        match &mut clients {
+            Clients::Udp(_) => {
+                if !probe(args.server, Duration::from_secs(5))? {
+                    bail!("{} does not answer Binding requests", args.server);
+                }
+            }
+            Clients::Stream(conns) => {
+                for (i, conn) in conns.iter_mut().enumerate() {
+                    binding(conn, &mut tids, deadline)
+                        .with_context(|| format!("Binding on connection {i}"))?;
+                }
+            }
+        }
     }
-    // Stale setup answers must not be taken for round trips.
-    for socket in &clients {
-        drain_socket(socket);
+    // Stale setup answers must not be taken for round trips (a stream has none left over: its
+    // answers were read in order).
+    if let Clients::Udp(sockets) = &clients {
+        for socket in sockets {
+            drain_socket(socket);
+        }
     }
+    let tls = match &clients {
+        Clients::Stream(conns) => conns.first().and_then(StreamConn::tls_description),
+        Clients::Udp(_) => None,
+    };
 
     let templates = templates(args, &echoes, &mut tids)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -292,29 +403,53 @@ fn load(args: &Args) -> Result<Outcome> {
                     })?,
             )
         };
-        let sender = match args.rate {
-            Some(rate) => {
-                let (clients, templates, clock) = (&clients, &templates, &clock);
-                Some(
-                    thread::Builder::new()
-                        .name("sender".into())
-                        .spawn_scoped(scope, move || {
-                            paced_sender(clients, templates, clock, rate, start, window)
-                        })?,
-                )
+        let mut sender = None;
+        let mut client_threads = Vec::new();
+        match &mut clients {
+            Clients::Udp(sockets) => {
+                let (sockets, templates, clock) = (&*sockets, &templates, &clock);
+                if let Some(rate) = args.rate {
+                    sender = Some(
+                        thread::Builder::new()
+                            .name("sender".into())
+                            .spawn_scoped(scope, move || {
+                                paced_sender(sockets, templates, clock, rate, start, window)
+                            })?,
+                    );
+                }
+                let saturated = args.rate.is_none();
+                let slots = args.window;
+                client_threads.push(thread::Builder::new().name("client".into()).spawn_scoped(
+                    scope,
+                    move || {
+                        client_loop(sockets, templates, clock, saturated, slots, window, stop_at)
+                    },
+                )?);
             }
-            None => None,
-        };
-        let client = {
-            let (clients, templates, clock) = (&clients, &templates, &clock);
-            let saturated = args.rate.is_none();
-            let slots = args.window;
-            thread::Builder::new()
-                .name("client".into())
-                .spawn_scoped(scope, move || {
-                    client_loop(clients, templates, clock, saturated, slots, window, stop_at)
-                })?
-        };
+            Clients::Stream(conns) => {
+                // Contiguous shares, so that each thread's allocations are first..first + len.
+                let share = n.div_ceil(args.stream_threads);
+                for (t, chunk) in conns.chunks_mut(share).enumerate() {
+                    let (templates, clock) = (&templates, &clock);
+                    let slots = args.window;
+                    client_threads.push(
+                        thread::Builder::new()
+                            .name(format!("client-{t}"))
+                            .spawn_scoped(scope, move || {
+                                stream_client_loop(
+                                    chunk,
+                                    t * share,
+                                    templates,
+                                    clock,
+                                    slots,
+                                    window,
+                                    stop_at,
+                                )
+                            })?,
+                    );
+                }
+            }
+        }
 
         // CPU samples at both ends of the measured interval (the end after the drain, so that
         // the work on the last round trips is counted).
@@ -328,7 +463,10 @@ fn load(args: &Args) -> Result<Outcome> {
             .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_default();
 
-        let stats = join(client)??;
+        let mut stats = Stats::new();
+        for handle in client_threads {
+            stats.merge(&join(handle)??);
+        }
         let paced_sent = match sender {
             Some(handle) => Some(join(handle)??),
             None => None,
@@ -345,27 +483,95 @@ fn load(args: &Args) -> Result<Outcome> {
             received: stats.received,
             late: stats.late,
             invalid: stats.invalid,
+            closed: stats.closed,
             p50_us: stats.quantile(0.50),
             p99_us: stats.quantile(0.99),
             max_us: stats.quantile(1.0),
             server_cpu_s: server_before.zip(server_after).map(|(a, b)| ticks(a, b)),
             generator_cpu_s: ticks(self_before, self_after),
             load_average,
+            tls,
         })
     })?;
 
     // Free the allocations (best effort), so that repeated runs do not fill the user's quota.
     let deadline = Instant::now() + TEARDOWN_TIMEOUT;
-    for allocation in &mut allocations {
-        drain_socket(allocation.socket);
-        let _ = allocation.request(
-            Method::REFRESH,
-            |w| w.add(&Lifetime(0)),
-            &mut tids,
-            deadline.min(Instant::now() + Duration::from_millis(300)),
-        );
+    let each = |now: Instant| deadline.min(now + Duration::from_millis(300));
+    match &mut clients {
+        Clients::Udp(sockets) => {
+            for (socket, allocation) in sockets.iter_mut().zip(&mut allocations) {
+                drain_socket(socket);
+                let _ = allocation.request(
+                    socket,
+                    Method::REFRESH,
+                    |w| w.add(&Lifetime(0)),
+                    &mut tids,
+                    each(Instant::now()),
+                );
+            }
+        }
+        Clients::Stream(conns) => {
+            for (i, conn) in conns.iter_mut().enumerate() {
+                if let Some(allocation) = allocations.get_mut(i) {
+                    let _ = allocation.request(
+                        conn,
+                        Method::REFRESH,
+                        |w| w.add(&Lifetime(0)),
+                        &mut tids,
+                        each(Instant::now()),
+                    );
+                }
+                conn.close();
+            }
+        }
     }
     Ok(outcome)
+}
+
+/// The client side of every allocation.
+enum Clients {
+    Udp(Vec<UdpSocket>),
+    Stream(Vec<StreamConn>),
+}
+
+/// Allocate, CreatePermission and, in channel mode, ChannelBind on `conn`, for a new echo
+/// socket; the echo socket is then connected to the relay address.
+fn set_up(
+    conn: &mut impl Exchange,
+    args: &Args,
+    tids: &mut TidGenerator,
+    deadline: Instant,
+) -> Result<(Allocation, (UdpSocket, SocketAddr))> {
+    let echo = udp_socket()?;
+    let echo_addr = echo.local_addr()?;
+    let mut allocation = Allocation::new(conn, args, tids, deadline)?;
+    allocation
+        .request(
+            conn,
+            Method::CREATE_PERMISSION,
+            |w| w.add(&XorPeerAddress(echo_addr)),
+            tids,
+            deadline,
+        )
+        .context("CreatePermission")?;
+    if args.mode == Mode::Channel {
+        let channel = ChannelNumber::new(CHANNEL).context("channel number")?;
+        allocation
+            .request(
+                conn,
+                Method::CHANNEL_BIND,
+                |w| {
+                    w.add(&channel)?;
+                    w.add(&XorPeerAddress(echo_addr))
+                },
+                tids,
+                deadline,
+            )
+            .context("ChannelBind")?;
+    }
+    echo.connect(allocation.relay)
+        .with_context(|| format!("connect the echo socket to {}", allocation.relay))?;
+    Ok((allocation, (echo, echo_addr)))
 }
 
 fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> Result<T> {

@@ -68,11 +68,12 @@ pub(crate) fn templates(
             Mode::Channel => {
                 let channel = ChannelNumber::new(CHANNEL).context("channel number")?;
                 ident_at = icebreaker_wire::CHANNEL_DATA_HEADER_LEN;
+                // Padded to 4 bytes over TCP and TLS (RFC 8656 §12.5).
                 icebreaker_wire::write_channel_data(
                     &mut buf,
                     channel,
                     &payload,
-                    icebreaker_wire::Transport::Datagram,
+                    args.transport.framing(),
                 )?
             }
             Mode::Send => {
@@ -201,6 +202,31 @@ mod tests {
         let kind = MessageType::new(Method::BINDING, Class::Success);
         let n = MessageWriter::new(&mut buf, kind, TransactionId::new(tid))?.finish();
         assert_eq!(templates(Mode::Binding).reply(&buf[..n]), Some(ident));
+        Ok(())
+    }
+
+    #[test]
+    fn channel_data_is_padded_over_streams_only() -> Result<()> {
+        use clap::Parser as _;
+
+        for (transport, framed) in [("udp", 4 + 101), ("tcp", 4 + 104), ("tls", 4 + 104)] {
+            let mut argv = vec!["turn-load", "--transport", transport, "--size", "101"];
+            argv.extend(["--allocations", "1"]);
+            if transport == "tls" {
+                argv.extend(["--ca", "unused.pem"]);
+            }
+            let args = Args::parse_from(argv);
+            let t = super::templates(&args, &[], &mut TidGenerator::new())?;
+            let mut frame = t.datagrams[0].clone();
+            assert_eq!(frame.len(), framed, "{transport}");
+            let ident = Ident {
+                ts: 5,
+                alloc: 0,
+                slot: 3,
+            };
+            ident.write(&mut frame[t.ident_at..]);
+            assert_eq!(t.reply(&frame), Some(ident), "{transport}");
+        }
         Ok(())
     }
 }

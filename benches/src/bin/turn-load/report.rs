@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::{Args, Mode};
+use crate::{Args, Mode, Transport};
 
 /// What one run measured.
 pub(crate) struct Outcome {
@@ -14,12 +14,16 @@ pub(crate) struct Outcome {
     pub(crate) received: u64,
     pub(crate) late: u64,
     pub(crate) invalid: u64,
+    /// Connections the server closed during the run (TCP and TLS).
+    pub(crate) closed: u64,
     pub(crate) p50_us: Option<u64>,
     pub(crate) p99_us: Option<u64>,
     pub(crate) max_us: Option<u64>,
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) generator_cpu_s: f64,
     pub(crate) load_average: String,
+    /// TLS: the version and cipher suite negotiated.
+    pub(crate) tls: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,6 +83,8 @@ impl Outcome {
             "name": args.name,
             "row": args.row.clone().unwrap_or_else(|| describe(args)),
             "mode": args.mode.name(),
+            "transport": args.transport.name(),
+            "tls": self.tls,
             "size": if args.mode == Mode::Binding { Value::Null } else { json!(args.size) },
             "allocations": args.allocations,
             "window": if args.rate.is_some() { Value::Null } else { json!(args.window) },
@@ -89,6 +95,7 @@ impl Outcome {
             "lost": self.lost(),
             "late": self.late,
             "invalid": self.invalid,
+            "connections_closed": self.closed,
             "round_trips_per_s": self.rate(),
             "loss_pct": self.loss_pct(),
             "rtt_p50_us": self.p50_us,
@@ -114,10 +121,22 @@ impl Outcome {
             ),
             None => "server CPU not sampled (no --pid)".to_owned(),
         };
+        // The row's name says the transport; TLS adds what was negotiated.
+        let mut transport = match &self.tls {
+            Some(tls) => format!(" ({tls})"),
+            None => String::new(),
+        };
+        if self.closed > 0 {
+            transport.push_str(&format!(
+                " ({} connections closed by the server)",
+                self.closed
+            ));
+        }
         format!(
-            "{}: {}: {:.0} rt/s, loss {:.3} % ({} of {} sent, {} late, {} invalid), RTT p50 {} µs p99 {} µs, {}, generator CPU {:.2} µs/rt ({:.2} cores), load {}",
+            "{}: {}{}: {:.0} rt/s, loss {:.3} % ({} of {} sent, {} late, {} invalid), RTT p50 {} µs p99 {} µs, {}, generator CPU {:.2} µs/rt ({:.2} cores), load {}",
             args.name,
             args.row.clone().unwrap_or_else(|| describe(args)),
+            transport,
             self.rate(),
             self.loss_pct(),
             self.lost(),
@@ -138,6 +157,10 @@ fn describe(args: &Args) -> String {
     let what = match args.mode {
         Mode::Binding => "STUN Binding".to_owned(),
         mode => format!("{} {} B", mode.name(), args.size),
+    };
+    let what = match args.transport {
+        Transport::Udp => what,
+        transport => format!("{what} over {}", transport.name().to_uppercase()),
     };
     match args.rate {
         Some(rate) => format!("{what}, {rate} rt/s"),
@@ -207,6 +230,29 @@ pub(crate) fn report(path: &std::path::Path) -> Result<()> {
             fmt(cores(&a), 2),
             fmt(cores(&b), 2),
         );
+    }
+    // What the TLS rows negotiated, and connections a server closed under load: both matter
+    // when reading the stream rows.
+    let mut notes: Vec<String> = Vec::new();
+    for ((row, name), value) in &cells {
+        if let Some(tls) = value["tls"].as_str() {
+            let note = format!("TLS with {name}: {tls}");
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        let closed = value["connections_closed"].as_u64().unwrap_or(0);
+        if closed > 0 {
+            notes.push(format!(
+                "{name}, {row}: the server closed {closed} connections during the run"
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("{note}");
+        }
     }
     Ok(())
 }

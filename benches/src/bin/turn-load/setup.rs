@@ -73,9 +73,33 @@ impl TidGenerator {
     }
 }
 
-/// Sends `request` on a connected socket and waits for the response with its transaction ID,
-/// retransmitting (100 ms, doubling up to 1 s) until `deadline`. Returns the response's length.
-fn transact(
+/// A client's way to the server: a connected UDP socket, or a TCP or TLS connection.
+pub(crate) trait Exchange {
+    /// Sends `request` and waits for the response with its transaction ID until `deadline`,
+    /// ignoring anything else that arrives. Returns the response's length in `reply`.
+    fn transact(
+        &mut self,
+        request: &[u8],
+        tid: TransactionId,
+        reply: &mut [u8],
+        deadline: Instant,
+    ) -> Result<usize>;
+}
+
+impl Exchange for UdpSocket {
+    /// Retransmits (100 ms, doubling up to 1 s) until `deadline`.
+    fn transact(
+        &mut self,
+        request: &[u8],
+        tid: TransactionId,
+        reply: &mut [u8],
+        deadline: Instant,
+    ) -> Result<usize> {
+        transact_udp(self, request, tid, reply, deadline)
+    }
+}
+
+fn transact_udp(
     socket: &UdpSocket,
     request: &[u8],
     tid: TransactionId,
@@ -121,29 +145,35 @@ fn transact(
     bail!("no answer from the server")
 }
 
-/// Waits until the server answers a Binding request, at most `limit`.
+/// Waits until the server answers a Binding request over UDP, at most `limit`.
 pub(crate) fn probe(server: SocketAddr, limit: Duration) -> Result<bool> {
-    let socket = udp_socket()?;
+    let mut socket = udp_socket()?;
     socket.connect(server)?;
-    let mut tids = TidGenerator::new();
-    let tid = tids.next();
-    let mut buf = [0u8; 64];
-    let kind = MessageType::new(Method::BINDING, Class::Request);
-    let len = MessageWriter::new(&mut buf, kind, tid)?.finish();
-    let mut reply = [0u8; BUF_LEN];
-    Ok(transact(
-        &socket,
-        &buf[..len],
-        tid,
-        &mut reply,
+    Ok(binding(
+        &mut socket,
+        &mut TidGenerator::new(),
         Instant::now() + limit,
     )
     .is_ok())
 }
 
-/// One TURN allocation and its credentials.
-pub(crate) struct Allocation<'s> {
-    pub(crate) socket: &'s UdpSocket,
+/// One Binding request and its response, before `deadline`.
+pub(crate) fn binding(
+    conn: &mut impl Exchange,
+    tids: &mut TidGenerator,
+    deadline: Instant,
+) -> Result<()> {
+    let tid = tids.next();
+    let mut buf = [0u8; 64];
+    let kind = MessageType::new(Method::BINDING, Class::Request);
+    let len = MessageWriter::new(&mut buf, kind, tid)?.finish();
+    let mut reply = [0u8; BUF_LEN];
+    conn.transact(&buf[..len], tid, &mut reply, deadline)?;
+    Ok(())
+}
+
+/// One TURN allocation and its credentials; the connection it lives on is passed to each call.
+pub(crate) struct Allocation {
     user: String,
     key: IntegrityKey,
     realm: String,
@@ -151,14 +181,14 @@ pub(crate) struct Allocation<'s> {
     pub(crate) relay: SocketAddr,
 }
 
-impl<'s> Allocation<'s> {
+impl Allocation {
     /// Allocate: first without credentials, for the 401 with REALM and NONCE, then with them.
     pub(crate) fn new(
-        socket: &'s UdpSocket,
+        conn: &mut impl Exchange,
         args: &Args,
         tids: &mut TidGenerator,
         deadline: Instant,
-    ) -> Result<Allocation<'s>> {
+    ) -> Result<Allocation> {
         let mut buf = [0u8; 512];
         let mut reply = vec![0u8; BUF_LEN];
         let tid = tids.next();
@@ -166,7 +196,7 @@ impl<'s> Allocation<'s> {
         let mut w = MessageWriter::new(&mut buf, kind, tid)?;
         w.add(&RequestedTransport::UDP)?;
         let len = w.finish();
-        let n = transact(socket, &buf[..len], tid, &mut reply, deadline)?;
+        let n = conn.transact(&buf[..len], tid, &mut reply, deadline)?;
         let message = Message::parse(&reply[..n])?;
         if message.class() != Class::Error {
             bail!("the server allocated without credentials");
@@ -188,7 +218,6 @@ impl<'s> Allocation<'s> {
             .to_owned();
         let key = IntegrityKey::long_term(KeyAlgorithm::Md5, &args.user, &realm, &args.password);
         let mut allocation = Allocation {
-            socket,
             user: args.user.clone(),
             key,
             realm,
@@ -196,6 +225,7 @@ impl<'s> Allocation<'s> {
             relay: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         };
         let reply = allocation.request(
+            conn,
             Method::ALLOCATE,
             |w| w.add(&RequestedTransport::UDP),
             tids,
@@ -213,6 +243,7 @@ impl<'s> Allocation<'s> {
     /// with the new nonce. Returns the success response.
     pub(crate) fn request(
         &mut self,
+        conn: &mut impl Exchange,
         method: Method,
         attrs: impl Fn(&mut MessageWriter<'_>) -> Result<(), WriteError>,
         tids: &mut TidGenerator,
@@ -230,7 +261,7 @@ impl<'s> Allocation<'s> {
             w.add_message_integrity(&self.key)?;
             let len = w.finish();
             let mut reply = vec![0u8; BUF_LEN];
-            let n = transact(self.socket, &buf[..len], tid, &mut reply, deadline)?;
+            let n = conn.transact(&buf[..len], tid, &mut reply, deadline)?;
             reply.truncate(n);
             let message = Message::parse(&reply)?;
             match message.class() {

@@ -14,11 +14,11 @@ use crate::messages::{Ident, Templates};
 use crate::{BATCH, BUF_LEN, Clock, Window};
 
 /// An outstanding round trip older than this is counted lost and its slot reused.
-const LOSS_TIMEOUT_NS: u64 = 250_000_000;
+pub(crate) const LOSS_TIMEOUT_NS: u64 = 250_000_000;
 /// RTT histogram: 1 µs buckets up to 100 ms, then one overflow bucket.
 const HIST_BUCKETS: usize = 100_001;
 /// How often the client thread looks for lost round trips and refills free slots.
-const SWEEP_NS: u64 = 20_000_000;
+pub(crate) const SWEEP_NS: u64 = 20_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // The client thread: sends, receives, matches replies to outstanding round trips.
@@ -28,11 +28,36 @@ pub(crate) struct Stats {
     pub(crate) received: u64,
     pub(crate) late: u64,
     pub(crate) invalid: u64,
+    /// Connections the server closed during the run (TCP and TLS).
+    pub(crate) closed: u64,
     hist: Vec<u32>,
 }
 
 impl Stats {
-    fn record(&mut self, rtt_ns: u64) {
+    pub(crate) fn new() -> Stats {
+        Stats {
+            sent: 0,
+            received: 0,
+            late: 0,
+            invalid: 0,
+            closed: 0,
+            hist: vec![0; HIST_BUCKETS],
+        }
+    }
+
+    /// Adds another client thread's counts and histogram.
+    pub(crate) fn merge(&mut self, other: &Stats) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.late += other.late;
+        self.invalid += other.invalid;
+        self.closed += other.closed;
+        for (mine, theirs) in self.hist.iter_mut().zip(&other.hist) {
+            *mine += theirs;
+        }
+    }
+
+    pub(crate) fn record(&mut self, rtt_ns: u64) {
         let us = usize::try_from(rtt_ns / 1_000).unwrap_or(usize::MAX);
         self.hist[us.min(HIST_BUCKETS - 1)] += 1;
         self.received += 1;
@@ -158,13 +183,7 @@ pub(crate) fn client_loop(
     }
     let mut events = vec![EpollEvent::empty(); sockets.len().min(256)];
     let mut batch = Batch::new();
-    let mut stats = Stats {
-        sent: 0,
-        received: 0,
-        late: 0,
-        invalid: 0,
-        hist: vec![0; HIST_BUCKETS],
-    };
+    let mut stats = Stats::new();
     let w = if saturated { window_size } else { 0 };
     let mut slots = SlotBuffers {
         window: w,
@@ -414,13 +433,7 @@ mod tests {
 
     #[test]
     fn quantiles_come_from_the_histogram() {
-        let mut stats = Stats {
-            sent: 0,
-            received: 0,
-            late: 0,
-            invalid: 0,
-            hist: vec![0; HIST_BUCKETS],
-        };
+        let mut stats = Stats::new();
         assert_eq!(stats.quantile(0.5), None);
         for us in 1..=100u64 {
             stats.record(us * 1_000 + 500);
@@ -429,5 +442,11 @@ mod tests {
         assert_eq!(stats.quantile(0.5), Some(51));
         assert_eq!(stats.quantile(0.99), Some(100));
         assert_eq!(stats.quantile(1.0), Some(HIST_BUCKETS as u64 - 1));
+
+        let mut total = Stats::new();
+        total.merge(&stats);
+        total.merge(&stats);
+        assert_eq!(total.received, 202);
+        assert_eq!(total.quantile(0.5), Some(51));
     }
 }
