@@ -8,10 +8,11 @@
 pub mod alloc_counter;
 pub mod stun_client;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -229,6 +230,115 @@ impl Drop for SignalRelay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A running program whose standard output and error are collected as they come, for the
+/// end-to-end tests that run ice-peer; killed when dropped.
+pub struct Process {
+    /// The process.
+    pub child: Child,
+    name: String,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// How a [`Process`] ended, with everything it printed.
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The exit code, `None` when a signal ended it.
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Standard output as one JSON value.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Process {
+    /// Starts `program` with `args`, standard input closed.
+    pub fn start<I, S>(program: &Path, args: I) -> Process
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let name = program.file_name().map_or_else(
+            || program.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            panic!("output is piped");
+        };
+        Process {
+            child,
+            name,
+            stdout: read_all(stdout),
+            stderr: read_all(stderr),
+        }
+    }
+
+    /// Waits for the exit, at most `bound`; a process still running then fails the test.
+    pub fn wait(mut self, bound: Duration) -> Finished {
+        let deadline = Instant::now() + bound;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let stderr = self.stderr.recv_timeout(Duration::from_secs(5));
+                panic!(
+                    "{} did not end within {bound:?}; stderr:\n{stderr:?}",
+                    self.name
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            status,
+            stdout: self.stdout.recv_timeout(bound).unwrap_or_default(),
+            stderr: self.stderr.recv_timeout(bound).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything `from` yields until its end, read on a thread of its own.
+fn read_all(mut from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = from.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
 }
 
 /// A UDP echo peer on `ip` (port chosen by the system), answering every datagram to its

@@ -7,19 +7,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use icebreaker_tests::{
-    Server, SignalRelay, TestCertificate, free_tcp_port, have_tool, ice_peer_bin, test_certificate,
+    Finished, Process, Server, SignalRelay, TestCertificate, free_tcp_port, have_tool,
+    ice_peer_bin, test_certificate,
 };
-use serde_json::Value;
 
 /// Every wait here ends by this long, so that a hung process fails the test instead of
 /// hanging it.
@@ -121,86 +119,9 @@ impl Drop for Coturn {
     }
 }
 
-/// A running ice-peer whose output is collected as it comes; killed when dropped.
-struct Peer {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-/// How a peer ended.
-struct Exit {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Exit {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "not one JSON object ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn read_all(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = from.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-impl Peer {
-    fn start(args: &[String]) -> Peer {
-        let mut child = Command::new(ice_peer_bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ice-peer");
-        let stdout = read_all(child.stdout.take().expect("piped stdout"));
-        let stderr = read_all(child.stderr.take().expect("piped stderr"));
-        Peer {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits for the exit, at most [`BOUND`].
-    fn wait(mut self) -> Exit {
-        let deadline = Instant::now() + BOUND;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let stderr = self.stderr.recv_timeout(Duration::from_secs(5));
-                panic!("ice-peer did not end within {BOUND:?}; stderr:\n{stderr:?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        Exit {
-            status,
-            stdout: self.stdout.recv_timeout(BOUND).unwrap_or_default(),
-            stderr: self.stderr.recv_timeout(BOUND).unwrap_or_default(),
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts ice-peer with `args`.
+fn peer(args: &[String]) -> Process {
+    Process::start(&ice_peer_bin(), args)
 }
 
 /// The flags of one peer: `role`, the room, the TURN URI and its credentials, `extra`.
@@ -231,20 +152,20 @@ fn run_pair(
     extra: &[&str],
     offer_extra: &[&str],
     during: impl FnOnce(),
-) -> (Exit, Exit) {
+) -> (Finished, Finished) {
     let room = signal.room("turn-stream");
     let offer = [extra, &["--bind", "127.0.0.1"], offer_extra].concat();
-    let offerer = Peer::start(&peer_args("offer", &room, turn, &offer));
+    let offerer = peer(&peer_args("offer", &room, turn, &offer));
     thread::sleep(Duration::from_millis(200));
     let answer = [extra, &["--bind", "127.0.0.2"][..]].concat();
-    let answerer = Peer::start(&peer_args("answer", &room, turn, &answer));
+    let answerer = peer(&peer_args("answer", &room, turn, &answer));
     during();
-    (offerer.wait(), answerer.wait())
+    (offerer.wait(BOUND), answerer.wait(BOUND))
 }
 
 /// Both peers connected over their relayed candidates, allocated over `protocol`, and every
 /// one of `probes` probes came back.
-fn assert_relayed_over(offer: &Exit, answer: &Exit, protocol: &str, probes: u64) {
+fn assert_relayed_over(offer: &Finished, answer: &Finished, protocol: &str, probes: u64) {
     assert_eq!(
         offer.status.code(),
         Some(0),
@@ -320,7 +241,7 @@ fn a_tls_server_no_root_vouches_for_gives_no_relayed_candidate() {
         &["--relay-only", "--bind", "127.0.0.1"],
     );
     let started = Instant::now();
-    let offer = Peer::start(&args).wait();
+    let offer = peer(&args).wait(BOUND);
     assert!(started.elapsed() < Duration::from_secs(15), "fails at once");
     assert_eq!(offer.status.code(), Some(1), "stderr:\n{}", offer.stderr);
     let report = offer.json();

@@ -3,115 +3,30 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use icebreaker_tests::{Server, SignalRelay};
+use icebreaker_tests::{Finished, Process, Server, SignalRelay};
 use serde_json::Value;
 
 /// Every wait in these tests ends by this long, so a hung peer fails the test instead of
 /// hanging it.
 const BOUND: Duration = Duration::from_secs(60);
 
-/// A running ice-peer whose output is collected as it comes; killed when dropped.
-struct Peer {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-/// How a peer ended.
-struct Exit {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Exit {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "not one JSON object ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn read_all(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = from.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-impl Peer {
-    fn start(args: &[&str]) -> Peer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ice-peer"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ice-peer");
-        let stdout = read_all(child.stdout.take().expect("piped stdout"));
-        let stderr = read_all(child.stderr.take().expect("piped stderr"));
-        Peer {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits for the exit, at most [`BOUND`].
-    fn wait(mut self) -> Exit {
-        let deadline = Instant::now() + BOUND;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let stderr = self.stderr.recv_timeout(Duration::from_secs(5));
-                panic!("ice-peer did not end within {BOUND:?}; stderr:\n{stderr:?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = self.stdout.recv_timeout(BOUND).unwrap_or_default();
-        let stderr = self.stderr.recv_timeout(BOUND).unwrap_or_default();
-        Exit {
-            status,
-            stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts this build's ice-peer with `args`.
+fn peer<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Process {
+    Process::start(std::path::Path::new(env!("CARGO_BIN_EXE_ice-peer")), args)
 }
 
 /// Runs an offerer and an answerer to the end; the answerer starts a moment later, as a
 /// second shell would.
-fn run_pair(offer: &[&str], answer: &[&str]) -> (Exit, Exit) {
-    let offerer = Peer::start(&[&["offer"], offer].concat());
+fn run_pair(offer: &[&str], answer: &[&str]) -> (Finished, Finished) {
+    let offerer = peer(&[&["offer"], offer].concat());
     thread::sleep(Duration::from_millis(200));
-    let answerer = Peer::start(&[&["answer"], answer].concat());
-    let offer_exit = offerer.wait();
-    let answer_exit = answerer.wait();
+    let answerer = peer(&[&["answer"], answer].concat());
+    let offer_exit = offerer.wait(BOUND);
+    let answer_exit = answerer.wait(BOUND);
     (offer_exit, answer_exit)
 }
 
@@ -321,13 +236,13 @@ fn a_wrong_turn_password_with_relay_only_fails_clearly_and_tells_the_other_peer(
     let answer_args = args("secret", "127.0.0.2");
     let mut answer_argv: Vec<&str> = vec!["answer"];
     answer_argv.extend(answer_args.iter().map(String::as_str));
-    let answerer = Peer::start(&answer_argv);
+    let answerer = peer(&answer_argv);
     thread::sleep(Duration::from_millis(300));
     let offer_args = args("wrong", "127.0.0.1");
     let mut offer_argv: Vec<&str> = vec!["offer"];
     offer_argv.extend(offer_args.iter().map(String::as_str));
     let started = Instant::now();
-    let offer = Peer::start(&offer_argv).wait();
+    let offer = peer(&offer_argv).wait(BOUND);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "a refused allocation fails at once"
@@ -358,7 +273,7 @@ fn a_wrong_turn_password_with_relay_only_fails_clearly_and_tells_the_other_peer(
         offer.stderr
     );
 
-    let answer = answerer.wait();
+    let answer = answerer.wait(BOUND);
     assert_eq!(answer.code(), Some(1), "answer stderr:\n{}", answer.stderr);
     let report = answer.json();
     let error = report["error"].as_str().expect("an error");
@@ -384,7 +299,7 @@ fn a_peer_whose_partner_vanishes_loses_consent_and_exits_1() {
         "--json",
     ];
     // Long enough a transfer that the answerer dies in the middle of it.
-    let offerer = Peer::start(
+    let offerer = peer(
         &[
             &["offer"][..],
             &common[..],
@@ -392,12 +307,11 @@ fn a_peer_whose_partner_vanishes_loses_consent_and_exits_1() {
         ]
         .concat(),
     );
-    let mut answerer =
-        Peer::start(&[&["answer"][..], &common[..], &["--bind", "127.0.0.2"]].concat());
+    let mut answerer = peer(&[&["answer"][..], &common[..], &["--bind", "127.0.0.2"]].concat());
     thread::sleep(Duration::from_millis(1500));
     answerer.child.kill().expect("kill the answerer");
     let _ = answerer.child.wait();
-    let offer = offerer.wait();
+    let offer = offerer.wait(BOUND);
     assert_eq!(offer.code(), Some(1), "offer stderr:\n{}", offer.stderr);
     let report = offer.json();
     assert_eq!(report["connected"], true, "{report}");
@@ -490,7 +404,7 @@ fn usage_errors_exit_2_with_a_reason() {
         ),
     ];
     for (args, reason) in cases {
-        let exit = Peer::start(args).wait();
+        let exit = peer(args).wait(BOUND);
         assert_eq!(exit.code(), Some(2), "{args:?}: {}", exit.stderr);
         assert!(exit.stderr.contains(reason), "{args:?}: {}", exit.stderr);
         assert!(exit.stdout.is_empty(), "{args:?}: {}", exit.stdout);
