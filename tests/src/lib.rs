@@ -341,6 +341,157 @@ fn read_all(mut from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Str
     rx
 }
 
+/// Waits until something accepts TCP connections on `addr`, at most 15 seconds; `what` names
+/// it in the failure.
+pub fn wait_for_tcp(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not accept TCP connections on {addr}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Which listeners a test's coturn `turnserver` gets, beside its user `alice:secret` in realm
+/// `example.org` on 127.0.0.1.
+#[derive(Clone, Copy, Debug)]
+pub struct CoturnListeners<'a> {
+    /// UDP on the listening port.
+    pub udp: bool,
+    /// TCP on the same port.
+    pub tcp: bool,
+    /// TLS on a port of its own, with a self-signed certificate for localhost and 127.0.0.1.
+    pub tls: bool,
+    /// Also listen on 127.0.0.2, which gives coturn its RFC 5780 alternate address.
+    pub rfc5780: bool,
+    /// Further flags, such as `--allow-loopback-peers`.
+    pub extra: &'a [&'a str],
+}
+
+/// A coturn `turnserver` on loopback, stopped by its PID when dropped.
+pub struct Coturn {
+    child: Child,
+    dir: PathBuf,
+    /// The UDP and TCP listening address on 127.0.0.1.
+    pub addr: SocketAddr,
+    /// The TLS listening address, when it has one.
+    pub tls: Option<SocketAddr>,
+    /// The certificate of the TLS listener, trusted with `--ca`.
+    pub cert: Option<TestCertificate>,
+}
+
+impl Coturn {
+    /// Starts it with `listeners` and returns once each of them answers.
+    pub fn start(listeners: CoturnListeners<'_>) -> Coturn {
+        let port = free_udp_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir =
+            std::env::temp_dir().join(format!("icebreaker-coturn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        // Above the kernel's ephemeral ports and the relay ranges `Server` gives icebreaker.
+        let relay_base = 61_000 + (port % 200) * 20;
+        let mut command = Command::new("turnserver");
+        command
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay_base}"))
+            .arg(format!("--max-port={}", relay_base + 19))
+            .args([
+                "--user=alice:secret",
+                "--realm=example.org",
+                "--lt-cred-mech",
+            ])
+            .args(["--no-dtls", "--no-cli"])
+            .arg(format!("--log-file={}", dir.join("turn.log").display()))
+            .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .args(["--simple-log", "--no-stdout-log"]);
+        if listeners.rfc5780 {
+            command.arg("--listening-ip=127.0.0.2");
+        }
+        if !listeners.udp {
+            command.arg("--no-udp");
+        }
+        if !listeners.tcp {
+            command.arg("--no-tcp");
+        }
+        let (tls, cert) = if listeners.tls {
+            let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
+            let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+            command
+                .arg(format!("--tls-listening-port={}", tls.port()))
+                .arg(format!("--cert={}", cert.cert_path.display()))
+                .arg(format!("--pkey={}", cert.key_path.display()));
+            (Some(tls), Some(cert))
+        } else {
+            command.arg("--no-tls");
+            (None, None)
+        };
+        let child = command
+            .args(listeners.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start turnserver: {e}"));
+        let coturn = Coturn {
+            child,
+            dir,
+            addr,
+            tls,
+            cert,
+        };
+        if listeners.tcp {
+            wait_for_tcp(coturn.addr, "turnserver");
+        }
+        if let Some(tls) = coturn.tls {
+            wait_for_tcp(tls, "turnserver's TLS listener");
+        }
+        if listeners.udp {
+            coturn.wait_for_binding();
+        }
+        coturn
+    }
+
+    /// Waits for a Binding answer over UDP: coturn prints nothing useful to stdout.
+    fn wait_for_binding(&self) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+        let request = [
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let _ = socket.send_to(&request, self.addr);
+            let mut buf = [0u8; 512];
+            if socket.recv_from(&mut buf).is_ok() {
+                return;
+            }
+        }
+        panic!("turnserver did not answer on {}", self.addr);
+    }
+
+    /// The PEM file of its certificate, when it serves TLS.
+    pub fn cert_path(&self) -> Option<&Path> {
+        self.cert.as_ref().map(|c| c.cert_path.as_path())
+    }
+
+    /// Kills the server now, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A UDP echo peer on `ip` (port chosen by the system), answering every datagram to its
 /// sender, for as long as the test process runs.
 pub fn echo_peer(ip: [u8; 4]) -> SocketAddr {

@@ -7,16 +7,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use icebreaker_tests::{
-    Finished, Process, Server, SignalRelay, TestCertificate, free_tcp_port, have_tool,
-    ice_peer_bin, test_certificate,
+    Coturn, CoturnListeners, Finished, Process, Server, SignalRelay, free_tcp_port, have_tool,
+    ice_peer_bin, test_certificate, wait_for_tcp,
 };
 
 /// Every wait here ends by this long, so that a hung process fails the test instead of
@@ -33,90 +32,20 @@ fn temp_dir(name: &str) -> PathBuf {
     ))
 }
 
-/// Waits until something accepts TCP connections on `addr`, at most 15 seconds.
-fn wait_for_listener(addr: SocketAddr, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
+/// coturn's `turnserver` on loopback with TCP and TLS listeners and no UDP one, so that a
+/// session that works went over the stream; relaying between loopback addresses. `None`
+/// when coturn is not installed.
+fn start_coturn() -> Option<Coturn> {
+    if !have_tool("turnserver") {
+        return None;
     }
-    panic!("{what} does not accept TCP connections on {addr}");
-}
-
-/// coturn's `turnserver` on loopback with TCP and TLS listeners and no UDP one, one user
-/// (alice, secret), relaying between loopback addresses; killed by PID when dropped.
-struct Coturn {
-    child: Child,
-    dir: PathBuf,
-    tcp: SocketAddr,
-    tls: SocketAddr,
-    cert: TestCertificate,
-}
-
-impl Coturn {
-    fn start() -> Option<Coturn> {
-        if !have_tool("turnserver") {
-            return None;
-        }
-        let dir = temp_dir("coturn");
-        let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
-        let (tcp_port, tls_port) = (free_tcp_port(), free_tcp_port());
-        let relay_base = 30_000 + (tcp_port % 500) * 20;
-        let child = Command::new("turnserver")
-            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-            .arg(format!("--listening-port={tcp_port}"))
-            .arg(format!("--tls-listening-port={tls_port}"))
-            .arg(format!("--min-port={relay_base}"))
-            .arg(format!("--max-port={}", relay_base + 19))
-            .args([
-                "--user=alice:secret",
-                "--realm=example.org",
-                "--lt-cred-mech",
-            ])
-            .arg(format!("--cert={}", cert.cert_path.display()))
-            .arg(format!("--pkey={}", cert.key_path.display()))
-            // No UDP listener: a session that works went over the stream.
-            .args([
-                "--no-udp",
-                "--no-dtls",
-                "--no-cli",
-                "--allow-loopback-peers",
-            ])
-            .arg(format!("--log-file={}", dir.join("turn.log").display()))
-            .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
-            .arg(format!("--userdb={}", dir.join("turndb").display()))
-            .args(["--simple-log", "--no-stdout-log"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start turnserver");
-        let coturn = Coturn {
-            child,
-            dir,
-            tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
-            tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
-            cert,
-        };
-        wait_for_listener(coturn.tcp, "turnserver");
-        wait_for_listener(coturn.tls, "turnserver's TLS listener");
-        Some(coturn)
-    }
-
-    /// Kills the server now, as a crash would.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    Some(Coturn::start(CoturnListeners {
+        udp: false,
+        tcp: true,
+        tls: true,
+        rfc5780: false,
+        extra: &["--allow-loopback-peers"],
+    }))
 }
 
 /// Starts ice-peer with `args`.
@@ -203,24 +132,24 @@ const RELAY_ONLY: &[&str] = &["--relay-only"];
 
 #[test]
 fn through_coturn_over_tcp() {
-    let Some(coturn) = Coturn::start() else {
+    let Some(coturn) = start_coturn() else {
         return;
     };
     let signal = SignalRelay::start();
-    let turn = format!("turn:{}?transport=tcp", coturn.tcp);
+    let turn = format!("turn:{}?transport=tcp", coturn.addr);
     let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
     assert_relayed_over(&offer, &answer, "tcp", 50);
 }
 
 #[test]
 fn through_coturn_over_tls_verified_with_the_ca_flag() {
-    let Some(coturn) = Coturn::start() else {
+    let Some(coturn) = start_coturn() else {
         return;
     };
     let signal = SignalRelay::start();
     // A name, not the IP: the server is asked for (SNI) and checked as "localhost".
-    let turn = format!("turns:localhost:{}", coturn.tls.port());
-    let ca = coturn.cert.cert_path.display().to_string();
+    let turn = format!("turns:localhost:{}", coturn.tls.unwrap().port());
+    let ca = coturn.cert_path().unwrap().display().to_string();
     let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
     let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
     assert_relayed_over(&offer, &answer, "tls", 50);
@@ -228,12 +157,12 @@ fn through_coturn_over_tls_verified_with_the_ca_flag() {
 
 #[test]
 fn a_tls_server_no_root_vouches_for_gives_no_relayed_candidate() {
-    let Some(coturn) = Coturn::start() else {
+    let Some(coturn) = start_coturn() else {
         return;
     };
     let signal = SignalRelay::start();
     let room = signal.room("untrusted");
-    let turn = format!("turns:localhost:{}", coturn.tls.port());
+    let turn = format!("turns:localhost:{}", coturn.tls.unwrap().port());
     let args = peer_args(
         "offer",
         &room,
@@ -256,11 +185,11 @@ fn a_tls_server_no_root_vouches_for_gives_no_relayed_candidate() {
 
 #[test]
 fn a_turn_server_lost_mid_run_costs_the_relay_not_the_host_pair() {
-    let Some(mut coturn) = Coturn::start() else {
+    let Some(mut coturn) = start_coturn() else {
         return;
     };
     let signal = SignalRelay::start();
-    let turn = format!("turn:{}?transport=tcp", coturn.tcp);
+    let turn = format!("turn:{}?transport=tcp", coturn.addr);
     // 150 probes 20 ms apart: the server dies a second into the three seconds they take.
     let (offer, answer) = run_pair(
         &signal,
@@ -290,7 +219,7 @@ fn a_turn_server_lost_mid_run_costs_the_relay_not_the_host_pair() {
         let lost = report["relays_lost"].as_array().unwrap();
         assert_eq!(lost.len(), 1, "{report}");
         assert_eq!(lost[0]["transport"], "tcp", "{report}");
-        assert_eq!(lost[0]["server"], coturn.tcp.to_string(), "{report}");
+        assert_eq!(lost[0]["server"], coturn.addr.to_string(), "{report}");
         assert!(
             exit.stderr.contains("lost"),
             "the loss is told as it happens:\n{}",
@@ -303,11 +232,11 @@ fn a_turn_server_lost_mid_run_costs_the_relay_not_the_host_pair() {
 
 #[test]
 fn losing_the_relay_of_the_selected_pair_fails_the_run_at_once() {
-    let Some(mut coturn) = Coturn::start() else {
+    let Some(mut coturn) = start_coturn() else {
         return;
     };
     let signal = SignalRelay::start();
-    let turn = format!("turn:{}?transport=tcp", coturn.tcp);
+    let turn = format!("turn:{}?transport=tcp", coturn.addr);
     let killed_at = std::cell::Cell::new(None);
     let (offer, answer) = run_pair(
         &signal,
@@ -338,7 +267,7 @@ fn losing_the_relay_of_the_selected_pair_fails_the_run_at_once() {
         );
         if let Some(lost) = report["relays_lost"].as_array().unwrap().first() {
             assert_eq!(lost["transport"], "tcp", "{report}");
-            assert_eq!(lost["server"], coturn.tcp.to_string(), "{report}");
+            assert_eq!(lost["server"], coturn.addr.to_string(), "{report}");
             noticed += 1;
         }
     }
@@ -375,7 +304,7 @@ fn through_icebreaker_over_tls() {
         "--tls-key",
         &key_path,
     ]);
-    wait_for_listener(tls, "icebreaker's TLS listener");
+    wait_for_tcp(tls, "icebreaker's TLS listener");
     let turn = format!("turns:localhost:{}", tls.port());
     let extra = [RELAY_ONLY, &["--ca", &cert_path]].concat();
     let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});

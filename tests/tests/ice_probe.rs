@@ -9,10 +9,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use icebreaker_tests::{Server, free_udp_port, have_tool, ice_probe_bin};
+use icebreaker_tests::{
+    Coturn, CoturnListeners, Server, free_udp_port, have_tool, ice_probe_bin, wait_for_tcp,
+};
 use serde_json::Value;
 
 /// The table with its wrapped lines joined, to search for a phrase.
@@ -216,109 +218,27 @@ fn a_name_is_resolved_first() {
     assert_eq!(code, 0);
 }
 
-/// A coturn `turnserver` on loopback, stopped by its PID when dropped.
-struct Coturn {
-    child: Child,
-    dir: PathBuf,
-    addr: SocketAddr,
-    /// With TLS: its listening address and the certificate's PEM file.
-    tls: Option<(SocketAddr, PathBuf)>,
+/// coturn with RFC 5780 on a second loopback address and `extra` flags; UDP only.
+fn coturn(extra: &[&str]) -> Coturn {
+    Coturn::start(CoturnListeners {
+        udp: true,
+        tcp: false,
+        tls: false,
+        rfc5780: true,
+        extra,
+    })
 }
 
-impl Coturn {
-    /// coturn with long-term credentials `alice:secret`, RFC 5780 on a second loopback
-    /// address, and `extra` flags; UDP only.
-    fn start(extra: &[&str]) -> Coturn {
-        Coturn::launch(extra, false)
-    }
-
-    /// As [`Coturn::start`], also on TCP, and with TLS on a port of its own with a
-    /// self-signed certificate for localhost and 127.0.0.1.
-    fn start_with_tls(extra: &[&str]) -> Coturn {
-        Coturn::launch(extra, true)
-    }
-
-    fn launch(extra: &[&str], tls: bool) -> Coturn {
-        let port = free_udp_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let dir = temp_path(&format!("coturn-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let relay_base = 40_000 + (port % 1_000) * 20;
-        let mut transports: Vec<String> = vec!["--no-dtls".into(), "--no-cli".into()];
-        let tls = if tls {
-            let certificate = icebreaker_tests::test_certificate(&dir, &["localhost", "127.0.0.1"]);
-            let tls_addr = SocketAddr::from(([127, 0, 0, 1], icebreaker_tests::free_tcp_port()));
-            transports.extend([
-                format!("--tls-listening-port={}", tls_addr.port()),
-                format!("--cert={}", certificate.cert_path.display()),
-                format!("--pkey={}", certificate.key_path.display()),
-            ]);
-            Some((tls_addr, certificate.cert_path))
-        } else {
-            transports.extend(["--no-tls".into(), "--no-tcp".into()]);
-            None
-        };
-        let child = Command::new("turnserver")
-            .args(["-n", "--listening-ip=127.0.0.1", "--listening-ip=127.0.0.2"])
-            .arg(format!("--listening-port={port}"))
-            .args(["--relay-ip=127.0.0.1"])
-            .arg(format!("--min-port={relay_base}"))
-            .arg(format!("--max-port={}", relay_base + 19))
-            .args([
-                "--user=alice:secret",
-                "--realm=example.org",
-                "--lt-cred-mech",
-            ])
-            .args(&transports)
-            .arg(format!("--log-file={}", dir.join("turn.log").display()))
-            .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
-            .arg(format!("--userdb={}", dir.join("turndb").display()))
-            .args(["--simple-log", "--no-stdout-log"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start turnserver");
-        let coturn = Coturn {
-            child,
-            dir,
-            addr,
-            tls,
-        };
-        coturn.wait_until_serving();
-        if let Some((tls_addr, _)) = &coturn.tls {
-            wait_for_tcp(*tls_addr, "turnserver's TLS listener");
-        }
-        coturn
-    }
-
-    /// Waits for a Binding answer: coturn prints nothing useful to stdout.
-    fn wait_until_serving(&self) {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let request = [
-            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        ];
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            let _ = socket.send_to(&request, self.addr);
-            let mut buf = [0u8; 512];
-            if socket.recv_from(&mut buf).is_ok() {
-                return;
-            }
-        }
-        panic!("turnserver did not answer on {}", self.addr);
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// As [`coturn`], also on TCP, and with TLS on a port of its own with a self-signed
+/// certificate for localhost and 127.0.0.1.
+fn coturn_with_tls(extra: &[&str]) -> Coturn {
+    Coturn::start(CoturnListeners {
+        udp: true,
+        tcp: true,
+        tls: true,
+        rfc5780: true,
+        extra,
+    })
 }
 
 #[test]
@@ -326,7 +246,7 @@ fn against_coturn_every_check_passes_and_the_audit_finds_the_loopback_relay() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(&["--allow-loopback-peers"]);
+    let coturn = coturn(&["--allow-loopback-peers"]);
     let uri = format!("turn:{}", coturn.addr);
     let (code, report) = probe_json(&[&uri, "--user", "alice", "--password", "secret", "--audit"]);
     assert_passed(&report, &TURN_CHECKS);
@@ -344,18 +264,6 @@ fn against_coturn_every_check_passes_and_the_audit_finds_the_loopback_relay() {
     let out = probe(&[&uri, "--user", "alice", "--password", "wrong"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(table_text(&out).contains("wrong username or password"));
-}
-
-/// Waits until `addr` accepts TCP connections.
-fn wait_for_tcp(addr: SocketAddr, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} does not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The `value` of check `name`, as text.
@@ -457,9 +365,9 @@ fn against_coturn_over_tls_the_certificate_flags_decide() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start_with_tls(&["--allow-loopback-peers"]);
-    let (tls, cert) = coturn.tls.clone().unwrap();
-    let cert = cert.display().to_string();
+    let coturn = coturn_with_tls(&["--allow-loopback-peers"]);
+    let tls = coturn.tls.unwrap();
+    let cert = coturn.cert_path().unwrap().display().to_string();
     let turns = format!("turns:localhost:{}", tls.port());
     let credentials = ["--user", "alice", "--password", "secret"];
 

@@ -15,7 +15,8 @@ use icebreaker_ice::uri::ServerUri;
 use icebreaker_tests::have_tool;
 
 mod common;
-use common::{Coturn, find, metric};
+use common::{find, metric, start_coturn};
+use icebreaker_tests::Coturn;
 
 fn settings() -> Settings {
     Settings {
@@ -32,7 +33,7 @@ fn settings() -> Settings {
 fn trusting(coturn: &Coturn) -> Settings {
     Settings {
         tls: TlsOptions {
-            ca: load_ca(coturn.cert.as_ref().unwrap()).unwrap(),
+            ca: load_ca(coturn.cert_path().unwrap()).unwrap(),
             insecure: false,
         },
         ..settings()
@@ -73,7 +74,7 @@ async fn every_turn_check_passes_over_tcp() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(false);
+    let coturn = start_coturn(false);
     let report = probe(&format!("turn:{}?transport=tcp", coturn.addr), &settings()).await;
     assert_turn_passed(&report);
     assert!(report.checks.iter().all(|c| c.name != "tls"), "{report:#?}");
@@ -87,8 +88,8 @@ async fn turns_with_the_ca_passes_and_reports_the_handshake() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(true);
-    let tls_port = coturn.tls_addr.unwrap().port();
+    let coturn = start_coturn(true);
+    let tls_port = coturn.tls.unwrap().port();
     // By address (verified against the certificate's IP) and by name (SNI).
     for host in ["127.0.0.1", "localhost"] {
         let report = probe(&format!("turns:{host}:{tls_port}"), &trusting(&coturn)).await;
@@ -123,8 +124,8 @@ async fn turns_without_the_ca_fails_with_the_unknown_issuer() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(true);
-    let uri = format!("turns:{}", coturn.tls_addr.unwrap());
+    let coturn = start_coturn(true);
+    let uri = format!("turns:{}", coturn.tls.unwrap());
     let report = probe(&uri, &settings()).await;
     let tls = find(&report.checks, "tls");
     assert_eq!(tls.status, Status::Fail, "{tls:#?}");
@@ -148,8 +149,8 @@ async fn insecure_passes_and_says_the_certificate_is_unverified() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(true);
-    let uri = format!("turns:{}", coturn.tls_addr.unwrap());
+    let coturn = start_coturn(true);
+    let uri = format!("turns:{}", coturn.tls.unwrap());
     let mut settings = settings();
     settings.tls.insecure = true;
     let report = probe(&uri, &settings).await;
@@ -173,7 +174,7 @@ async fn a_plain_tcp_port_probed_as_tls_is_explained() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(false);
+    let coturn = start_coturn(false);
     let mut settings = settings();
     settings.timeout = Duration::from_secs(1);
     let report = probe(&format!("turns:{}", coturn.addr), &settings).await;
@@ -215,12 +216,12 @@ async fn the_audit_over_tcp_and_tls_finds_what_it_finds_over_udp() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(true);
+    let coturn = start_coturn(true);
     let mut settings = trusting(&coturn);
     settings.audit = true;
     let udp = probe(&format!("turn:{}", coturn.addr), &settings).await;
     let tcp = probe(&format!("turn:{}?transport=tcp", coturn.addr), &settings).await;
-    let tls = probe(&format!("turns:{}", coturn.tls_addr.unwrap()), &settings).await;
+    let tls = probe(&format!("turns:{}", coturn.tls.unwrap()), &settings).await;
     let (udp_checks, udp_findings) = relay_outcome(&udp);
     assert_eq!(udp_checks.len(), 7, "{udp:#?}");
     for (name, report) in [("tcp", &tcp), ("tls", &tls)] {
@@ -269,7 +270,7 @@ async fn a_short_load_runs_over_tls() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = Coturn::start(true);
+    let coturn = start_coturn(true);
     let mut settings = trusting(&coturn);
     settings.load = Some(ice_probe::LoadSettings {
         allocations: 4,
@@ -277,7 +278,7 @@ async fn a_short_load_runs_over_tls() {
         rate: 20,
         size: 100,
     });
-    let report = probe(&format!("turns:{}", coturn.tls_addr.unwrap()), &settings).await;
+    let report = probe(&format!("turns:{}", coturn.tls.unwrap()), &settings).await;
     for name in ["load-allocate", "load-relay"] {
         let check = find(&report.checks, name);
         assert_eq!(check.status, Status::Pass, "{check:#?}");
