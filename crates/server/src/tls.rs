@@ -28,8 +28,16 @@ struct FileStamp {
     key: (Option<SystemTime>, u64),
 }
 
-fn stamp_of(path: &Path) -> (Option<SystemTime>, u64) {
-    std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
+impl FileStamp {
+    fn read(cert: &Path, key: &Path) -> FileStamp {
+        let stamp_of = |path: &Path| {
+            std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
+        };
+        FileStamp {
+            cert: stamp_of(cert),
+            key: stamp_of(key),
+        }
+    }
 }
 
 /// The certificate in use, and where it comes from.
@@ -54,10 +62,7 @@ impl CertificateStore {
     /// Loads the pair; fails with a message naming the file at fault.
     pub fn open(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertificateStore> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let stamp = FileStamp {
-            cert: stamp_of(cert_path),
-            key: stamp_of(key_path),
-        };
+        let stamp = FileStamp::read(cert_path, key_path);
         let key = load(&provider, cert_path, key_path)?;
         Ok(CertificateStore {
             cert_path: cert_path.to_owned(),
@@ -68,17 +73,9 @@ impl CertificateStore {
         })
     }
 
-    /// The files it reads.
-    pub fn paths(&self) -> (&Path, &Path) {
-        (&self.cert_path, &self.key_path)
-    }
-
     /// Loads the files again and, if they hold a valid pair, uses it for the next handshakes.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let stamp = FileStamp {
-            cert: stamp_of(&self.cert_path),
-            key: stamp_of(&self.key_path),
-        };
+        let stamp = FileStamp::read(&self.cert_path, &self.key_path);
         let key = load(&self.provider, &self.cert_path, &self.key_path)?;
         if let Ok(mut current) = self.current.write() {
             *current = Arc::new(key);
@@ -91,10 +88,7 @@ impl CertificateStore {
 
     /// Reloads when either file changed since the last load; `Ok(true)` when it did.
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
-        let now = FileStamp {
-            cert: stamp_of(&self.cert_path),
-            key: stamp_of(&self.key_path),
-        };
+        let now = FileStamp::read(&self.cert_path, &self.key_path);
         let changed = self.stamp.lock().map_or(true, |seen| *seen != now);
         if !changed {
             return Ok(false);
