@@ -510,20 +510,7 @@ impl StunClient {
     /// MESSAGE-INTEGRITY and FINGERPRINT; returns the answer, whose MESSAGE-INTEGRITY (when
     /// present) must verify.
     pub fn signed(&mut self, method: Method, add: impl Fn(&mut MessageWriter<'_>)) -> Answer {
-        let mut buf = [0u8; 1024];
-        let request = {
-            let credentials = self.credentials();
-            let kind = MessageType::new(method, Class::Request);
-            let mut w = MessageWriter::new(&mut buf, kind, transaction_id()).expect("fits");
-            add(&mut w);
-            w.add(&Username(&credentials.username)).expect("fits");
-            w.add(&Realm(&credentials.realm)).expect("fits");
-            w.add(&Nonce(&credentials.nonce)).expect("fits");
-            w.add_message_integrity(&credentials.key).expect("fits");
-            w.add_fingerprint().expect("fits");
-            let len = w.finish();
-            buf[..len].to_vec()
-        };
+        let request = self.signed_request(method, add);
         let answer = self.exchange(&request);
         let message = answer.message();
         if message.integrity_offset().is_some() {
@@ -532,6 +519,23 @@ impl StunClient {
                 .unwrap_or_else(|e| panic!("the answer's MESSAGE-INTEGRITY is wrong: {e}"));
         }
         answer
+    }
+
+    /// The bytes of a request of `method` with what `add` writes, signed with the credentials
+    /// learned by [`StunClient::allocate`], for a test that sends it itself.
+    pub fn signed_request(&self, method: Method, add: impl Fn(&mut MessageWriter<'_>)) -> Vec<u8> {
+        let mut buf = [0u8; 1024];
+        let credentials = self.credentials();
+        let kind = MessageType::new(method, Class::Request);
+        let mut w = MessageWriter::new(&mut buf, kind, transaction_id()).expect("fits");
+        add(&mut w);
+        w.add(&Username(&credentials.username)).expect("fits");
+        w.add(&Realm(&credentials.realm)).expect("fits");
+        w.add(&Nonce(&credentials.nonce)).expect("fits");
+        w.add_message_integrity(&credentials.key).expect("fits");
+        w.add_fingerprint().expect("fits");
+        let len = w.finish();
+        buf[..len].to_vec()
     }
 
     /// A signed CreatePermission for `peer`.

@@ -11,12 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use icebreaker_tests::stun_client::{StunClient, Transport, binding_request};
+use icebreaker_tests::stun_client::{RecvError, StunClient, Transport, binding_request};
 use icebreaker_tests::{
     Server, TlsServer, connections_closed as closed, free_port, metric_reaching, metric_settling,
 };
-use icebreaker_wire::Message;
-use icebreaker_wire::attr::XorMappedAddress;
+use icebreaker_wire::attr::{ErrorCodeAttribute, RequestedTransport, XorMappedAddress};
+use icebreaker_wire::{ErrorCode, Message, Method};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "secret";
@@ -252,4 +252,60 @@ fn assert_binding_answer(answer: &[u8], request: &[u8], local: SocketAddr, trans
         Ok(Some(XorMappedAddress(local))),
         "{transport:?}"
     );
+}
+
+/// A password guesser over TCP is answered 401 until the failure throttle trips, then
+/// disconnected: over UDP it would be ignored and retransmit, but a stream client that got no
+/// answer would wait forever.
+#[test]
+fn a_password_guesser_over_tcp_is_disconnected() {
+    let server = Server::start_on(
+        SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            free_port(&[Ipv4Addr::LOCALHOST.into()]),
+        )),
+        &["--user", USER_FLAG],
+    );
+    let mut client = StunClient::tcp(server.addr);
+    let first = client.allocate(USER, "guess", |_| {});
+    assert_eq!(first.error_code(), Some(ErrorCode::UNAUTHENTICATED));
+    let request = client.signed_request(Method::ALLOCATE, |w| {
+        w.add(&RequestedTransport::UDP).expect("fits");
+    });
+    let mut answered = 1;
+    let closed_after = loop {
+        if client.try_send_raw(&request).is_err() {
+            break answered;
+        }
+        match client.recv(WAIT) {
+            Ok(frame) => {
+                let answer = Message::parse(&frame).expect("STUN");
+                assert_eq!(
+                    answer
+                        .get::<ErrorCodeAttribute>()
+                        .ok()
+                        .flatten()
+                        .map(|e| e.code),
+                    Some(ErrorCode::UNAUTHENTICATED)
+                );
+                answered += 1;
+                assert!(answered < 100, "still answered after {answered} guesses");
+            }
+            Err(RecvError::Closed) => break answered,
+            Err(RecvError::TimedOut) => {
+                panic!("a guess went unanswered and the connection stayed open")
+            }
+        }
+    };
+    assert!(closed_after > 1, "closed after {closed_after} answers");
+    let throttled = closed(Transport::Tcp, "throttled");
+    assert_eq!(
+        metric_reaching(&server, &throttled, 1.0),
+        1.0,
+        "{throttled}"
+    );
+
+    // Binding needs no credentials: the same source on a new connection is still served.
+    let mut owner = StunClient::tcp(server.addr);
+    assert_eq!(owner.binding(), owner.local_addr());
 }

@@ -41,11 +41,13 @@ pub(crate) enum CloseReason {
     Limit,
     /// The client sends faster than it reads: its queue outgrew every bound.
     Backlog,
+    /// The client kept failing authentication.
+    Throttled,
 }
 
 impl CloseReason {
     /// Every reason, in metric-label order.
-    pub(crate) const ALL: [CloseReason; 9] = [
+    pub(crate) const ALL: [CloseReason; 10] = [
         CloseReason::Peer,
         CloseReason::Idle,
         CloseReason::SlowFrame,
@@ -55,6 +57,7 @@ impl CloseReason {
         CloseReason::Proxy,
         CloseReason::Limit,
         CloseReason::Backlog,
+        CloseReason::Throttled,
     ];
 
     /// The metric label.
@@ -69,6 +72,7 @@ impl CloseReason {
             CloseReason::Proxy => "proxy_protocol",
             CloseReason::Limit => "limit",
             CloseReason::Backlog => "backlog",
+            CloseReason::Throttled => "throttled",
         }
     }
 

@@ -357,7 +357,8 @@ impl Worker {
             transport: ClientTransport::Udp,
         };
         match core.handle_client(now, five_tuple, packet, out, relays) {
-            ClientAction::Drop => {}
+            // Never asked for over UDP, where a throttled request is simply dropped.
+            ClientAction::Drop | ClientAction::Close => {}
             ClientAction::Reply(n) => {
                 send.push(listeners[index].socket.as_raw_fd(), from, &out[..n]);
             }

@@ -12,11 +12,11 @@ use icebreaker_wire::{
     ChannelNumber, ErrorCode, IntegrityAlgorithm, Message, MessageWriter, Method, WriteError,
 };
 
-use crate::FiveTuple;
 use crate::allocation::{CHANNEL_LIFETIME, Channel};
 use crate::auth::{AuthFailure, Authenticated, OFFERED_ALGORITHMS};
 use crate::ports::RelaySockets;
 use crate::server::{ClientAction, DeleteReason, Event, TurnServer};
+use crate::{ClientTransport, FiveTuple};
 
 /// Most unknown comprehension-required attributes listed in one 420.
 const MAX_UNKNOWN: usize = 16;
@@ -312,7 +312,11 @@ impl TurnServer {
         failure: AuthFailure,
     ) -> ClientAction {
         let Some(code) = failure.error_code() else {
-            return ClientAction::Drop;
+            return if five_tuple.transport == ClientTransport::Udp {
+                ClientAction::Drop
+            } else {
+                ClientAction::Close
+            };
         };
         if code == ErrorCode::BAD_REQUEST {
             return self.error(out, message, code, None);

@@ -18,7 +18,7 @@ use crate::allocation::Allocation;
 use crate::auth::{AuthFailure, Authenticator, Throttle};
 use crate::policy::DenyReason;
 use crate::ports::RelaySockets;
-use crate::{FiveTuple, Quotas, TurnConfig};
+use crate::{ClientTransport, FiveTuple, Quotas, TurnConfig};
 
 /// What to do with a packet from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub enum ClientAction {
     Drop,
     /// Send the first `n` bytes of the output buffer back to the client on the same 5-tuple.
     Reply(usize),
+    /// Close the client's connection: a TCP, TLS or DTLS client that keeps failing
+    /// authentication. Over UDP such a request is dropped and the sender's retransmissions
+    /// wait out the throttle; a connection would only hang, so it is ended instead.
+    Close,
     /// Send `packet[range]` from the relay socket `relay` to `peer`.
     Relay {
         /// The allocation's relay socket address of the peer's family.
@@ -338,9 +342,15 @@ impl TurnServer {
         } else {
             Err(AuthFailure::Throttled)
         };
+        // The challenge throttle keeps a spoofed source from turning the server into a
+        // reflector; a handshake already proved a connection's source, so it is not needed
+        // there, and dropping would leave a client that never retransmits waiting.
+        let source_verified = five_tuple.transport != ClientTransport::Udp;
         let failure = match result {
             Ok(authenticated) => return Ok(authenticated),
-            Err(AuthFailure::MissingIntegrity) if !self.challenges.take(ip, ms) => {
+            Err(AuthFailure::MissingIntegrity)
+                if !source_verified && !self.challenges.take(ip, ms) =>
+            {
                 AuthFailure::Throttled
             }
             Err(

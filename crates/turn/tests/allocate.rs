@@ -1011,3 +1011,51 @@ fn spoofed_floods_create_no_state() {
     assert!(h.sockets.bound.is_empty());
     h.events.clear();
 }
+
+#[test]
+fn challenges_over_a_connection_are_never_throttled() {
+    let mut h = Harness::new();
+    let mut stranger = Client::new("198.51.100.78:4000", "x", "y");
+    stranger.five_tuple.transport = ClientTransport::Tcp;
+    for _ in 0..200 {
+        let tid = h.tid();
+        let request = stranger.build(
+            Method::ALLOCATE,
+            tid,
+            &[AnyAttribute::RequestedTransport(RequestedTransport::UDP)],
+        );
+        let (action, reply) = h.send(&stranger, &request);
+        assert!(matches!(action, ClientAction::Reply(_)), "{action:?}");
+        assert_error(&reply, ErrorCode::UNAUTHENTICATED);
+    }
+}
+
+#[test]
+fn a_guesser_over_a_connection_is_disconnected_not_left_waiting() {
+    let mut h = Harness::new();
+    let mut mallory = Client::new("198.51.100.67:4000", "alice", "guess");
+    mallory.five_tuple.transport = ClientTransport::Tls;
+    let challenge = h.request(
+        &mallory,
+        Method::ALLOCATE,
+        &[AnyAttribute::RequestedTransport(RequestedTransport::UDP)],
+    );
+    mallory.learn_nonce(&challenge);
+    let mut answered = 0;
+    let last = loop {
+        let tid = h.tid();
+        let request = mallory.build(
+            Method::ALLOCATE,
+            tid,
+            &[AnyAttribute::RequestedTransport(RequestedTransport::UDP)],
+        );
+        let (action, reply) = h.send(&mallory, &request);
+        if !matches!(action, ClientAction::Reply(_)) || answered == 50 {
+            break action;
+        }
+        assert_error(&reply, ErrorCode::UNAUTHENTICATED);
+        answered += 1;
+    };
+    assert_eq!(last, ClientAction::Close, "after {answered} answers");
+    assert!(answered >= 1);
+}

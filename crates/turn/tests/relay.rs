@@ -713,6 +713,7 @@ fn exchange(h: &mut Harness, client: &mut Client, packet: &[u8]) {
             assert!(h.sockets.bound.contains(&relay));
         }
         ClientAction::Drop => {}
+        ClientAction::Close => panic!("a UDP client is never disconnected"),
     }
 }
 

@@ -316,7 +316,8 @@ impl TurnNode {
             .server
             .handle_client(now, five_tuple, packet, &mut self.out, &mut self.sockets)
         {
-            ClientAction::Drop => {}
+            // The simulated clients speak UDP, where nothing is ever closed.
+            ClientAction::Drop | ClientAction::Close => {}
             ClientAction::Reply(len) => {
                 let bytes = self.out.get(..len).map(<[u8]>::to_vec);
                 self.push(local, remote, bytes.as_deref());

@@ -280,6 +280,7 @@ impl Worker {
             }
             match core.handle_client(now, five_tuple, frame, out, relays) {
                 ClientAction::Drop => {}
+                ClientAction::Close => return Err(CloseReason::Throttled),
                 ClientAction::Reply(n) => {
                     link.send(&out[..n], false);
                 }
