@@ -34,6 +34,7 @@ const { values: opts } = parseArgs({
     mode: { type: 'string', default: 'connect' },
     'timeout-ms': { type: 'string', default: process.env.RELAY_TIMEOUT_MS ?? '30000' },
     chromium: { type: 'string', default: process.env.CHROMIUM ?? '/usr/bin/chromium' },
+    'trust-spki': { type: 'string', default: process.env.TRUST_SPKI },
   },
 });
 const timeoutMs = Number(opts['timeout-ms']);
@@ -70,6 +71,12 @@ const CHROMIUM_FLAGS = [
   '--component-updater=url-source=http://127.0.0.1:9',
   '--gaia-url=http://127.0.0.1:9',
 ];
+// A `turns:` server's test certificate is trusted by its public key alone (the base64 SHA-256
+// of its SubjectPublicKeyInfo): Chromium honours this switch only with a --user-data-dir, which
+// every run has. Any other certificate is still refused.
+const trustFlags = opts['trust-spki']
+  ? [`--ignore-certificate-errors-spki-list=${opts['trust-spki']}`]
+  : [];
 const EXTRA_DISABLED_FEATURES = ['WebRtcHideLocalIpsWithMdns'];
 
 const started = Date.now();
@@ -275,7 +282,7 @@ try {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: opts.chromium,
     headless: true,
-    args: [...CHROMIUM_FLAGS, `--disable-features=${disabled}`],
+    args: [...CHROMIUM_FLAGS, ...trustFlags, `--disable-features=${disabled}`],
     ignoreDefaultArgs,
     timeout: Math.min(timeoutMs, 20000),
     ...(process.env.RELAY_DEBUG ? { env: { ...process.env }, logger: {

@@ -1,6 +1,8 @@
 //! Interop with a real browser: headless Chromium (Debian's `/usr/bin/chromium`, driven by
 //! playwright-core from `tests/browser/`) using the real `icebreaker serve` on loopback as its
-//! TURN server, over UDP.
+//! TURN server, over UDP and through `turns:` (TLS on port 443: Chromium refuses TURN on ports
+//! below 1024 but 53, 80 and 443; the test certificate is trusted by the hash of its public key
+//! with `--ignore-certificate-errors-spki-list`, and refused without it).
 //!
 //! `tests/browser/relay.mjs` opens one page with two `RTCPeerConnection`s, both with
 //! `iceTransportPolicy: 'relay'` and icebreaker as their only ICE server, so the only
@@ -30,6 +32,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -165,18 +168,32 @@ fn browser_ready() -> bool {
     true
 }
 
-/// Runs `relay.mjs` against `server` and returns its JSON result line.
+/// Runs `relay.mjs` against `server` over UDP and returns its JSON result line.
 fn relay(server: &Server, mode: &str, username: &str, credential: &str) -> Value {
     let url = format!("turn:{}?transport=udp", server.addr);
-    let run = run_bounded(
-        Command::new("node")
-            .arg("relay.mjs")
-            .args(["--mode", mode, "--url", &url])
-            .args(["--username", username, "--credential", credential])
-            .args(["--timeout-ms", SCRIPT_TIMEOUT_MS])
-            .current_dir(browser_dir()),
-        NODE_LIMIT,
-    );
+    relay_to(&url, None, mode, username, credential)
+}
+
+/// Runs `relay.mjs` with the TURN URL `url`, trusting the certificate whose public key hashes
+/// to `trust_spki` if given, and returns its JSON result line.
+fn relay_to(
+    url: &str,
+    trust_spki: Option<&str>,
+    mode: &str,
+    username: &str,
+    credential: &str,
+) -> Value {
+    let mut command = Command::new("node");
+    command
+        .arg("relay.mjs")
+        .args(["--mode", mode, "--url", url])
+        .args(["--username", username, "--credential", credential])
+        .args(["--timeout-ms", SCRIPT_TIMEOUT_MS])
+        .current_dir(browser_dir());
+    if let Some(spki) = trust_spki {
+        command.args(["--trust-spki", spki]);
+    }
+    let run = run_bounded(&mut command, NODE_LIMIT);
     eprintln!("relay.mjs --mode {mode}: {:?}", run.elapsed);
     let line = run
         .stdout
@@ -275,4 +292,132 @@ fn chromium_with_a_wrong_password_gets_no_relay_candidate() {
         "icebreaker counted no bad_integrity failure"
     );
     assert!(server.metric(ALLOCATE_401) >= 2.0);
+}
+
+/// A `turns:` server for Chromium, which refuses TURN on ports below 1024 but 53, 80 and 443:
+/// TLS on port 443 of a loopback address whose 443 is free (binding it needs root), with a
+/// test certificate for that address; UDP and TCP on a free port beside it.
+struct TurnsOn443 {
+    server: Server,
+    url: String,
+    /// The base64 SHA-256 of the certificate's SubjectPublicKeyInfo, for
+    /// `--ignore-certificate-errors-spki-list`.
+    spki: String,
+    dir: PathBuf,
+}
+
+impl TurnsOn443 {
+    /// None when no loopback address has port 443 free to this user: the test is skipped.
+    fn start(name: &str) -> Option<TurnsOn443> {
+        use base64::Engine as _;
+        use rcgen::PublicKeyData as _;
+        use sha2::Digest as _;
+
+        // The server binds with SO_REUSEPORT, so two tests of this file could share a port
+        // the probe found free: each takes addresses of its own.
+        static NEXT: AtomicU8 = AtomicU8::new(40);
+        let ip = std::iter::from_fn(|| {
+            let last = NEXT.fetch_add(1, Ordering::Relaxed);
+            (last < 250).then(|| std::net::Ipv4Addr::new(127, 0, 0, last))
+        })
+        .find(|&ip| std::net::TcpListener::bind((ip, 443)).is_ok())?;
+        let dir =
+            std::env::temp_dir().join(format!("icebreaker-chromium-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cert = icebreaker_tests::test_certificate(&dir, &[&ip.to_string()]);
+        let key = rcgen::KeyPair::from_pem(&cert.key_pem).expect("the test key parses");
+        let spki = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(key.subject_public_key_info()));
+        let tls = format!("{ip}:443");
+        let port = icebreaker_tests::free_port(&[ip.into()]);
+        let server = Server::start_on(
+            std::net::SocketAddr::from((ip, port)),
+            &[
+                "--user",
+                "alice:secret",
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--tls-listen",
+                &tls,
+                "--tls-cert",
+                cert.cert_path.to_str().expect("UTF-8 path"),
+                "--tls-key",
+                cert.key_path.to_str().expect("UTF-8 path"),
+            ],
+        );
+        Some(TurnsOn443 {
+            server,
+            url: format!("turns:{tls}?transport=tcp"),
+            spki,
+            dir,
+        })
+    }
+}
+
+impl Drop for TurnsOn443 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const TLS_CLOSED_BY_PEER: &str =
+    "icebreaker_connections_closed_total{transport=\"tls\",reason=\"peer\"}";
+const TLS_FAILED: &str = "icebreaker_connections_closed_total{transport=\"tls\",reason=\"tls\"}";
+
+#[test]
+fn chromium_connects_through_icebreaker_over_turns() {
+    if !browser_ready() {
+        return;
+    }
+    let Some(turns) = TurnsOn443::start("turns") else {
+        eprintln!("skipped: no loopback address has port 443 free (binding it needs root)");
+        return;
+    };
+    let r = relay_to(&turns.url, Some(&turns.spki), "connect", "alice", "secret");
+
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert_eq!(r["connected"], true, "the data channel never opened: {r}");
+    assert_eq!(r["messagesAB"], 5, "{r}");
+    assert_eq!(r["messagesBA"], 5, "{r}");
+    assert_eq!(r["messagesIntact"], true, "{r}");
+    for side in ["pairA", "pairB"] {
+        let pair = &r[side];
+        assert_eq!(pair["state"], "succeeded", "{side}: {r}");
+        assert_eq!(pair["localType"], "relay", "{side}: {r}");
+        assert_eq!(pair["remoteType"], "relay", "{side}: {r}");
+        assert_eq!(pair["relayProtocol"], "tls", "{side}: {r}");
+        assert_eq!(pair["url"], turns.url.as_str(), "{side}: {r}");
+    }
+    assert_eq!(r["candidateErrors"], serde_json::json!([]), "{r}");
+
+    let server = &turns.server;
+    assert!(server.metric(CREATED) >= 2.0);
+    assert!(server.metric(TO_PEER) >= 10.0);
+    assert!(server.metric(TO_CLIENT) >= 10.0);
+    // Chromium closed its TLS connections itself, after a clean session.
+    assert_eq!(server.metric(TLS_FAILED), 0.0);
+}
+
+#[test]
+fn chromium_refuses_a_turns_certificate_it_does_not_trust() {
+    if !browser_ready() {
+        return;
+    }
+    let Some(turns) = TurnsOn443::start("untrusted") else {
+        eprintln!("skipped: no loopback address has port 443 free (binding it needs root)");
+        return;
+    };
+    let r = relay_to(&turns.url, None, "gather", "alice", "secret");
+
+    assert_eq!(r["gatheringComplete"], true, "{r}");
+    assert_eq!(r["relayCandidates"], 0, "{r}");
+    let errors = r["candidateErrors"].as_array().cloned().unwrap_or_default();
+    assert!(!errors.is_empty(), "Chromium reported no TURN error: {r}");
+    let server = &turns.server;
+    assert_eq!(server.metric(CREATED), 0.0);
+    assert!(
+        server.metric(TLS_FAILED) >= 1.0,
+        "icebreaker saw no failed TLS handshake"
+    );
+    assert_eq!(server.metric(TLS_CLOSED_BY_PEER), 0.0);
 }
