@@ -726,15 +726,22 @@ mod tests {
         peer.join().unwrap();
     }
 
-    #[test]
-    fn tls_frames_split_across_records_and_other_frames_skipped() {
-        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        let ca: PathBuf = std::env::temp_dir().join(format!(
-            "turn-load-test-ca-{}-{:?}.pem",
+    /// Writes `certified`'s certificate where `--ca` can read it, under a name of this test's
+    /// own.
+    fn write_ca(name: &str, certified: &rcgen::CertifiedKey<rcgen::KeyPair>) -> PathBuf {
+        let ca = std::env::temp_dir().join(format!(
+            "turn-load-test-{name}-{}-{:?}.pem",
             std::process::id(),
             thread::current().id()
         ));
         std::fs::write(&ca, certified.cert.pem()).unwrap();
+        ca
+    }
+
+    /// A TLS server configuration with `certified`'s certificate, offering ALPN `stun.turn`.
+    fn tls_server_config(
+        certified: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    ) -> Arc<rustls::ServerConfig> {
         let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -745,7 +752,14 @@ mod tests {
             .with_single_cert(vec![certified.cert.der().clone()], key)
             .unwrap();
         config.alpn_protocols = vec![ALPN_STUN_TURN.to_vec()];
-        let config = Arc::new(config);
+        Arc::new(config)
+    }
+
+    #[test]
+    fn tls_frames_split_across_records_and_other_frames_skipped() {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let ca = write_ca("ca", &certified);
+        let config = tls_server_config(&certified);
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
@@ -796,23 +810,8 @@ mod tests {
     fn tls_refuses_a_server_the_ca_does_not_vouch_for() {
         let trusted = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        let ca: PathBuf = std::env::temp_dir().join(format!(
-            "turn-load-test-other-ca-{}-{:?}.pem",
-            std::process::id(),
-            thread::current().id()
-        ));
-        std::fs::write(&ca, trusted.cert.pem()).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(other.signing_key.serialize_der()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![other.cert.der().clone()], key)
-                .unwrap(),
-        );
+        let ca = write_ca("other-ca", &trusted);
+        let config = tls_server_config(&other);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
         let peer = thread::spawn(move || {
