@@ -6,6 +6,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod alloc_counter;
+pub mod dtls_client;
 pub mod stun_client;
 
 use std::ffi::OsStr;
@@ -825,12 +826,15 @@ pub fn free_port(ips: &[std::net::IpAddr]) -> u16 {
 }
 
 /// A running `icebreaker serve` on UDP and TCP, and on TLS on a port of its own with a
-/// self-signed certificate for [`TlsServer::NAME`], kept in a directory removed on drop.
+/// self-signed certificate for [`TlsServer::NAME`], kept in a directory removed on drop. The
+/// certificate is ECDSA, so DTLS listens too, by default on the TLS address over UDP.
 pub struct TlsServer {
     /// The server; its `addr` takes UDP and TCP.
     pub server: Server,
     /// The TLS listen address.
     pub tls_addr: SocketAddr,
+    /// The DTLS listen address: the TLS one, over UDP.
+    pub dtls_addr: SocketAddr,
     /// The certificate the server was started with (its files may be rewritten).
     pub cert: TestCertificate,
     /// The directory of the certificate files.
@@ -858,7 +862,11 @@ impl TlsServer {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let cert = test_certificate(&dir, &[TlsServer::NAME]);
-        let tls_addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        // Free for UDP too: DTLS listens on the same address by default.
+        let tls_addr = SocketAddr::from((
+            [127, 0, 0, 1],
+            free_port(&[std::net::Ipv4Addr::LOCALHOST.into()]),
+        ));
         let tls_listen = tls_addr.to_string();
         let cert_path = cert.cert_path.to_str().expect("UTF-8 path").to_owned();
         let key_path = cert.key_path.to_str().expect("UTF-8 path").to_owned();
@@ -876,6 +884,7 @@ impl TlsServer {
         TlsServer {
             server,
             tls_addr,
+            dtls_addr: tls_addr,
             cert,
             dir,
             tls,
@@ -889,6 +898,7 @@ impl TlsServer {
             Transport::Udp => StunClient::udp(self.server.addr),
             Transport::Tcp => StunClient::tcp(self.server.addr),
             Transport::Tls => StunClient::tls(self.tls_addr, &self.tls, TlsServer::NAME),
+            Transport::Dtls => StunClient::dtls(self.dtls_addr),
         }
     }
 }

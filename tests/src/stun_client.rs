@@ -1,8 +1,10 @@
-//! A small blocking STUN/TURN client for end-to-end tests, the same over UDP, TCP and TLS.
+//! A small blocking STUN/TURN client for end-to-end tests, the same over UDP, TCP, TLS and
+//! DTLS.
 //!
 //! Over a stream it cuts what it reads into frames with
 //! [`icebreaker_wire::framing::frame_in`] and pads ChannelData to 4 bytes (RFC 8656 §3.1);
-//! over TLS it offers ALPN `stun.turn` and trusts only the certificates it is given. It
+//! over TLS it offers ALPN `stun.turn` and trusts only the certificates it is given. Over DTLS
+//! ([`crate::dtls_client`]) each record is one message, as each datagram is over UDP. It
 //! answers the 401 challenge of an Allocate with the MD5 long-term key and signs every later
 //! request with it.
 //!
@@ -44,6 +46,12 @@ use rustls::{
     ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion,
 };
 
+use crate::dtls_client::{DtlsClient, DtlsVersion};
+
+mod rfc6062;
+
+pub use rfc6062::connection_attempt;
+
 /// How long a request waits for its answer, and a connection or handshake for completion.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
@@ -62,11 +70,18 @@ pub enum Transport {
     Tcp,
     /// Frames back to back inside TLS.
     Tls,
+    /// One message per DTLS record.
+    Dtls,
 }
 
 impl Transport {
-    /// All three, in the order the tests go through them.
-    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+    /// All four, in the order the tests go through them.
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Dtls,
+    ];
 
     /// The `transport` label of the server's metrics.
     pub const fn label(self) -> &'static str {
@@ -74,7 +89,13 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
+    }
+
+    /// Whether messages follow each other in a byte stream (ChannelData padded).
+    pub const fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 
@@ -125,6 +146,7 @@ enum Link {
     Udp(UdpSocket),
     Tcp(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Dtls(Box<DtlsClient>),
 }
 
 impl Link {
@@ -136,6 +158,8 @@ impl Link {
             Link::Udp(socket) => socket.set_read_timeout(timeout),
             Link::Tcp(stream) => stream.set_read_timeout(timeout),
             Link::Tls(tls) => tls.sock.set_read_timeout(timeout),
+            // Its reads take a deadline of their own.
+            Link::Dtls(_) => Ok(()),
         };
         result.unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
     }
@@ -145,6 +169,15 @@ impl Link {
             Link::Udp(socket) => socket.recv(buf),
             Link::Tcp(stream) => stream.read(buf),
             Link::Tls(tls) => tls.read(buf),
+            Link::Dtls(dtls) => match dtls.recv(Instant::now() + ANSWER_WAIT) {
+                Ok(message) => {
+                    let n = message.len().min(buf.len());
+                    buf[..n].copy_from_slice(&message[..n]);
+                    Ok(n)
+                }
+                Err(RecvError::TimedOut) => Err(io::ErrorKind::TimedOut.into()),
+                Err(RecvError::Closed) => Ok(0),
+            },
         }
     }
 
@@ -153,12 +186,19 @@ impl Link {
             Link::Udp(socket) => socket.send(bytes).map(|_| ()),
             Link::Tcp(stream) => stream.write_all(bytes),
             Link::Tls(tls) => tls.write_all(bytes).and_then(|()| tls.flush()),
+            Link::Dtls(dtls) => dtls.send(bytes),
         }
+    }
+
+    /// Whether each read is one whole message: a datagram or a DTLS record.
+    fn is_datagram(&self) -> bool {
+        matches!(self, Link::Udp(_) | Link::Dtls(_))
     }
 }
 
 /// The long-term credentials of the allocation, once the 401 challenge told the realm and
 /// nonce.
+#[derive(Clone)]
 struct Credentials {
     username: String,
     realm: String,
@@ -291,6 +331,18 @@ impl StunClient {
         StunClient::new(Link::Tls(Box::new(tls)), Transport::Tls, local)
     }
 
+    /// A client on a new DTLS session with `server`, offering DTLS 1.2 and 1.3; panics when
+    /// the handshake fails.
+    pub fn dtls(server: SocketAddr) -> StunClient {
+        StunClient::from_dtls(DtlsClient::connect(server, DtlsVersion::Auto))
+    }
+
+    /// A client on an established DTLS session.
+    pub fn from_dtls(session: DtlsClient) -> StunClient {
+        let local = session.local_addr();
+        StunClient::new(Link::Dtls(Box::new(session)), Transport::Dtls, local)
+    }
+
     fn new(link: Link, transport: Transport, local: SocketAddr) -> StunClient {
         StunClient {
             link,
@@ -320,13 +372,28 @@ impl StunClient {
         }
     }
 
+    /// The DTLS session, to look at its version and the server's certificate.
+    pub fn dtls_session(&self) -> Option<&DtlsClient> {
+        match &self.link {
+            Link::Dtls(dtls) => Some(dtls),
+            _ => None,
+        }
+    }
+
+    /// Ends a DTLS session with a close_notify; nothing for other transports.
+    pub fn close_dtls(&mut self) {
+        if let Link::Dtls(dtls) = &mut self.link {
+            dtls.close();
+        }
+    }
+
     /// The MD5 long-term key of the allocation's user, once [`StunClient::allocate`] ran.
     pub fn key(&self) -> IntegrityKey {
         self.credentials().key.clone()
     }
 
-    /// Sends `bytes` as they are: one datagram over UDP, bytes on the stream otherwise (the
-    /// caller frames them). Panics when the connection is gone.
+    /// Sends `bytes` as they are: one datagram over UDP, one record over DTLS, bytes on the
+    /// stream otherwise (the caller frames them). Panics when the connection is gone.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.try_send_raw(bytes)
             .unwrap_or_else(|e| panic!("cannot send {} bytes: {e}", bytes.len()));
@@ -348,6 +415,9 @@ impl StunClient {
 
     fn recv_from_link(&mut self, deadline: Instant) -> Result<Vec<u8>, RecvError> {
         let mut chunk = vec![0u8; 65_536];
+        if let Link::Dtls(dtls) = &mut self.link {
+            return dtls.recv(deadline);
+        }
         loop {
             if !matches!(self.link, Link::Udp(_)) {
                 match frame_in(&self.inbox, ChannelRange::Rfc8656) {
@@ -375,13 +445,22 @@ impl StunClient {
     }
 
     /// Whether the server closes the connection within `timeout`; whatever it sends before
-    /// is read and thrown away. A TLS alert counts as a close.
+    /// is read and thrown away. A TLS alert or a DTLS close_notify counts as a close.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {
         assert!(
             !matches!(self.link, Link::Udp(_)),
             "a UDP socket has no connection to close"
         );
         let deadline = Instant::now() + timeout;
+        if let Link::Dtls(dtls) = &mut self.link {
+            loop {
+                match dtls.recv(deadline) {
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return true,
+                    Err(RecvError::TimedOut) => return false,
+                }
+            }
+        }
         let mut chunk = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -399,8 +478,8 @@ impl StunClient {
     }
 
     /// Sends `request` and returns the answer with its transaction ID, keeping anything else
-    /// that arrives meanwhile for [`StunClient::recv`]. Over UDP the request is sent again
-    /// every half second; panics when no answer comes within [`ANSWER_WAIT`].
+    /// that arrives meanwhile for [`StunClient::recv`]. Over UDP and DTLS the request is sent
+    /// again every half second; panics when no answer comes within [`ANSWER_WAIT`].
     pub fn exchange(&mut self, request: &[u8]) -> Answer {
         let sent = Message::parse(request)
             .unwrap_or_else(|e| panic!("the request is not STUN: {e}"))
@@ -409,7 +488,7 @@ impl StunClient {
         self.send_raw(request);
         let mut next_send = Instant::now() + UDP_RETRANSMIT;
         loop {
-            let wait_until = if matches!(self.link, Link::Udp(_)) {
+            let wait_until = if self.link.is_datagram() {
                 deadline.min(next_send)
             } else {
                 deadline
@@ -462,10 +541,22 @@ impl StunClient {
         password: &str,
         extra: impl Fn(&mut MessageWriter<'_>),
     ) -> Answer {
+        self.allocate_transport(RequestedTransport::UDP, username, password, extra)
+    }
+
+    /// As [`StunClient::allocate`], with REQUESTED-TRANSPORT `requested`: TCP asks for an
+    /// RFC 6062 TCP allocation.
+    pub fn allocate_transport(
+        &mut self,
+        requested: RequestedTransport,
+        username: &str,
+        password: &str,
+        extra: impl Fn(&mut MessageWriter<'_>),
+    ) -> Answer {
         let mut buf = [0u8; 512];
         let allocate = MessageType::new(Method::ALLOCATE, Class::Request);
         let mut w = MessageWriter::new(&mut buf, allocate, transaction_id()).expect("fits");
-        w.add(&RequestedTransport::UDP).expect("fits");
+        w.add(&requested).expect("fits");
         extra(&mut w);
         let len = w.finish();
         let challenge = self.exchange(&buf[..len]);
@@ -490,7 +581,7 @@ impl StunClient {
             key,
         });
         self.signed(Method::ALLOCATE, |w| {
-            w.add(&RequestedTransport::UDP).expect("fits");
+            w.add(&requested).expect("fits");
             extra(w);
         })
     }
@@ -577,9 +668,10 @@ impl StunClient {
     pub fn send_channel_data(&mut self, channel: u16, data: &[u8]) {
         let number = ChannelNumber::new(channel)
             .unwrap_or_else(|| panic!("channel {channel:#06x} is out of range"));
-        let padding = match self.transport {
-            Transport::Udp => Padding::Datagram,
-            Transport::Tcp | Transport::Tls => Padding::Stream,
+        let padding = if self.transport.is_stream() {
+            Padding::Stream
+        } else {
+            Padding::Datagram
         };
         let mut buf = vec![0u8; data.len() + 8];
         let len = write_channel_data(&mut buf, number, data, padding).expect("fits");
@@ -623,7 +715,7 @@ impl StunClient {
             .unwrap_or_else(|e| panic!("no ChannelData: {e:?}"));
         let parsed = ChannelData::parse(&frame)
             .unwrap_or_else(|e| panic!("not ChannelData ({e}): {:?}", Answer(frame.clone())));
-        if self.transport != Transport::Udp {
+        if self.transport.is_stream() {
             assert_eq!(
                 frame.len() % 4,
                 0,

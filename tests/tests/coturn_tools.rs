@@ -2,7 +2,13 @@
 //! `icebreaker serve` on loopback: `turnutils_uclient` relaying to `turnutils_peer` with
 //! long-term and TURN REST credentials, `turnutils_stunclient` for Binding, and
 //! `turnutils_natdiscovery` for the RFC 5780 behaviour tests against a server with an
-//! `--other-address`. uclient relays over UDP, TCP (`-t`) and TLS (`-t -S`).
+//! `--other-address`. uclient relays over UDP, TCP (`-t`), TLS (`-t -S`) and DTLS (`-S`), and
+//! through RFC 6062 TCP allocations (`-T`, over TCP and TLS).
+//!
+//! Over DTLS, uclient draws each session's OpenSSL method at random between DTLS 1.0 alone and
+//! DTLS 1.2 (ECDHE-ECDSA suites), and draws again when a handshake fails. The server refuses
+//! DTLS 1.0 (RFC 8996) with an immediate `protocol_version` alert: a silent drop would leave
+//! uclient waiting out its handshake timeout, and the run would hang.
 //!
 //! Every tool runs under a deadline and is killed when it passes it, so a hang fails the test
 //! instead of blocking the run. A missing tool skips the test (fails it under
@@ -28,7 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use icebreaker_tests::{
-    Server, ToolRun, TurnutilsPeer, UclientStats, free_tcp_port, free_udp_port, have_tool,
+    Server, ToolRun, TurnutilsPeer, UclientStats, free_port, free_udp_port, have_tool,
     metric_reaching, run_tool, test_certificate,
 };
 
@@ -113,6 +119,8 @@ enum Over {
     Tcp,
     /// `-t -S`: TLS to the TLS port, with a self-signed certificate (uclient does not verify).
     Tls,
+    /// `-S`: DTLS to the same port over UDP, the default DTLS address.
+    Dtls,
 }
 
 /// uclient in `mode` relays every message there and back over UDP, and the server counted
@@ -131,13 +139,15 @@ fn relays_without_loss_over(over: Over, mode: &[&str], length: u64) {
         std::process::id()
     ));
     let certificate = test_certificate(&dir, &["localhost", "127.0.0.1"]);
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port())).to_string();
+    // Free for UDP too: DTLS listens on the TLS address by default.
+    let tls_port = free_port(&[std::net::Ipv4Addr::LOCALHOST.into()]);
+    let tls = SocketAddr::from(([127, 0, 0, 1], tls_port)).to_string();
     let (cert, key) = (
         certificate.cert_path.to_string_lossy().into_owned(),
         certificate.key_path.to_string_lossy().into_owned(),
     );
     let mut flags = vec!["--user", "alice:secret"];
-    if let Over::Tls = over {
+    if let Over::Tls | Over::Dtls = over {
         flags.extend(["--tls-listen", &tls, "--tls-cert", &cert, "--tls-key", &key]);
     }
     let server = uclient_server(&flags);
@@ -145,10 +155,8 @@ fn relays_without_loss_over(over: Over, mode: &[&str], length: u64) {
     let (prefix, port): (&[&str], u16) = match over {
         Over::Udp => (&[], server.addr.port()),
         Over::Tcp => (&["-t"], server.addr.port()),
-        Over::Tls => (
-            &["-t", "-S"],
-            tls.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap(),
-        ),
+        Over::Tls => (&["-t", "-S"], tls_port),
+        Over::Dtls => (&["-S"], tls_port),
     };
     let mode: Vec<&str> = prefix.iter().chain(mode).copied().collect();
     let mode = mode.as_slice();
@@ -178,6 +186,7 @@ fn relays_without_loss_over(over: Over, mode: &[&str], length: u64) {
         Over::Udp => None,
         Over::Tcp => Some("tcp"),
         Over::Tls => Some("tls"),
+        Over::Dtls => Some("dtls"),
     };
     if let Some(transport) = stream {
         let series = format!("icebreaker_connections_opened_total{{transport=\"{transport}\"}}");
@@ -234,12 +243,109 @@ fn uclient_over_tls_relays_channel_data_and_send_indications_without_loss() {
 }
 
 #[test]
+fn uclient_over_dtls_relays_channel_data_and_send_indications_without_loss() {
+    relays_without_loss_over(Over::Dtls, &["-c"], 1200);
+    relays_without_loss_over(Over::Dtls, &["-c", "-s"], 100);
+}
+
+#[test]
 fn uclient_relays_rtp_and_rtcp_pairs_through_reserved_even_ports() {
     // Without -c, each client allocates an even port with R set (EVEN-PORT 0x80), then its
     // RTCP allocation from a second socket with the RESERVATION-TOKEN it got. The RTCP Allocate
     // often reaches another worker than the RTP one; the token must work there too. uclient
     // counts and sends its messages on the RTP stream.
     relays_without_loss(&["-s"], 100);
+}
+
+#[test]
+fn uclient_relays_through_tcp_allocations_without_loss() {
+    // `-T -y`: two clients on TCP control connections make TCP allocations (RFC 6062) and
+    // relay to each other, with no turnutils_peer: each permits the other's relayed address,
+    // one Connects to it, the other gets a ConnectionAttempt, both bind data connections, and
+    // every message crosses two splices. The server's two workers often split the control
+    // and data connections of a client, so ConnectionBinds are moved between them too.
+    tcp_allocations_without_loss(Over::Tcp);
+}
+
+#[test]
+fn uclient_over_tls_relays_through_tcp_allocations_without_loss() {
+    // `-T -y -S`: the same with TLS control and data connections.
+    tcp_allocations_without_loss(Over::Tls);
+}
+
+/// uclient `-T -y` over TCP or TLS: 2 clients of 20 messages of 100 bytes, none lost.
+fn tcp_allocations_without_loss(over: Over) {
+    if !have_tool("turnutils_uclient") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "icebreaker-uclient-tcp-relay-{over:?}-{}",
+        std::process::id()
+    ));
+    let mut flags: Vec<String> = ["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"]
+        .map(String::from)
+        .to_vec();
+    let tls_port = free_port(&[std::net::Ipv4Addr::LOCALHOST.into()]);
+    let mode = match over {
+        Over::Tls => {
+            let certificate = test_certificate(&dir, &["localhost", "127.0.0.1"]);
+            flags.extend([
+                "--tls-listen".into(),
+                format!("127.0.0.1:{tls_port}"),
+                "--tls-cert".into(),
+                certificate.cert_path.to_string_lossy().into_owned(),
+                "--tls-key".into(),
+                certificate.key_path.to_string_lossy().into_owned(),
+                "--dtls-listen".into(),
+                "none".into(),
+            ]);
+            "-T -y -S"
+        }
+        _ => "-T -y",
+    };
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start(&flags);
+    let port = match over {
+        Over::Tls => tls_port,
+        _ => server.addr.port(),
+    };
+    let command = format!("{mode} -n 20 -m 2 -l 100 -u alice -w secret -p {port} 127.0.0.1");
+    let args: Vec<&str> = command.split(' ').collect();
+    let ran = run_tool("turnutils_uclient", &args, TOOL_DEADLINE);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ran.success,
+        "turnutils_uclient {mode} exited with {:?}:\n{}",
+        ran.code, ran.output
+    );
+    // Two clients of 20 messages of 100 bytes, each sent to the other.
+    assert_eq!(
+        UclientStats::parse(&ran.output),
+        UclientStats {
+            sent: 40,
+            received: 40,
+            sent_bytes: 4000,
+            received_bytes: 4000,
+            lost: 0,
+            send_dropped: 0,
+        },
+        "uclient {mode}:\n{}",
+        ran.output
+    );
+    for direction in ["client_to_peer", "peer_to_client"] {
+        let series =
+            format!("icebreaker_turn_tcp_relayed_bytes_total{{direction=\"{direction}\"}}");
+        assert_eq!(
+            metric_reaching(&server, &series, 4000.0),
+            4000.0,
+            "{series}"
+        );
+    }
+    for origin in ["connect", "peer"] {
+        let series =
+            format!("icebreaker_turn_peer_connections_opened_total{{origin=\"{origin}\"}}");
+        assert!(metric_reaching(&server, &series, 1.0) >= 1.0, "{series}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! TURN over UDP, TCP and TLS against the real `icebreaker serve` on loopback: relaying without
-//! loss on each transport, the relay-target deny list on each, allocations that die with their
-//! connection, the PROXY protocol, TLS versions, ALPN and certificate reload, and
-//! ALTERNATE-SERVER at capacity. The stream limits are in `transports_limits.rs`.
+//! TURN over UDP, TCP, TLS and DTLS against the real `icebreaker serve` on loopback: relaying
+//! without loss on each transport, the relay-target deny list on each, allocations that die
+//! with their connection, the PROXY protocol, TLS versions, ALPN and certificate reload, and
+//! ALTERNATE-SERVER at capacity. The stream limits are in `transports_limits.rs`; what is
+//! particular to DTLS (versions, cookies, its limits, reload) in `dtls.rs`.
 //!
 //! Every wait has a deadline; the servers are killed when a test ends, pass or fail.
 
@@ -100,7 +101,7 @@ fn payload(n: usize) -> Vec<u8> {
 const PACKETS: usize = 200;
 
 #[test]
-fn relays_over_udp_tcp_and_tls_without_loss() {
+fn relays_over_udp_tcp_tls_and_dtls_without_loss() {
     let stack = start("relay", &["--allow-peer", "127.0.0.0/8"]);
     let server = &stack.server;
     let peer = echo_peer([127, 0, 0, 1]);
@@ -155,7 +156,8 @@ fn relays_over_udp_tcp_and_tls_without_loss() {
         );
         assert_eq!(server.metric(&series), 1.0, "{series}");
     }
-    for transport in [Transport::Tcp, Transport::Tls] {
+    let connections = [Transport::Tcp, Transport::Tls, Transport::Dtls];
+    for transport in connections {
         let label = transport.label();
         let opened = format!("icebreaker_connections_opened_total{{transport=\"{label}\"}}");
         let open = format!("icebreaker_connections_open{{transport=\"{label}\"}}");
@@ -163,7 +165,7 @@ fn relays_over_udp_tcp_and_tls_without_loss() {
         assert_eq!(server.metric(&open), 1.0, "{open}");
     }
     drop(clients);
-    for transport in [Transport::Tcp, Transport::Tls] {
+    for transport in connections {
         let series = closed(transport, "peer");
         assert_eq!(metric_settling(server, &series, 1.0), 1.0, "{series}");
         let open = format!(
@@ -281,13 +283,18 @@ fn closing_a_connection_deletes_its_allocation() {
     tcp.allocate_relayed(USER, PASSWORD);
     let mut tls = stack.client(Transport::Tls);
     tls.allocate_relayed(USER, PASSWORD);
-    assert_eq!(metric_settling(server, active, 2.0), 2.0, "{active}");
+    let mut dtls = stack.client(Transport::Dtls);
+    dtls.allocate_relayed(USER, PASSWORD);
+    assert_eq!(metric_settling(server, active, 3.0), 3.0, "{active}");
     assert_eq!(server.metric(deleted), 0.0, "{deleted}");
 
     drop(tcp);
     assert_eq!(metric_reaching(server, deleted, 1.0), 1.0, "{deleted}");
     drop(tls);
     assert_eq!(metric_reaching(server, deleted, 2.0), 2.0, "{deleted}");
+    // A DTLS session ends with the client's close_notify.
+    drop(dtls);
+    assert_eq!(metric_reaching(server, deleted, 3.0), 3.0, "{deleted}");
     assert_eq!(metric_settling(server, active, 0.0), 0.0, "{active}");
     assert_eq!(server.metric("icebreaker_turn_relay_ports_in_use"), 0.0);
 }

@@ -1,5 +1,6 @@
 //! STUN and TURN server URIs: `stun:` and `stuns:` (RFC 7064), `turn:` and `turns:` with
-//! `?transport=udp|tcp` (RFC 7065).
+//! `?transport=udp|tcp` (RFC 7065), and `stuns:` or `turns:` with `?transport=udp` for DTLS
+//! (RFC 7350).
 //!
 //! Parsing only: resolving a host name is I/O and is left to the caller. Which transports a
 //! program supports is its own decision; this module reads every form the RFCs define.
@@ -10,7 +11,7 @@ use core::str::FromStr;
 
 /// The port of `stun:` and `turn:` URIs without one (RFC 7064 §3.2, RFC 7065 §3.2).
 pub const DEFAULT_PORT: u16 = 3478;
-/// The port of `stuns:` and `turns:` URIs without one.
+/// The port of `stuns:` and `turns:` URIs without one, over TLS and over DTLS alike.
 pub const DEFAULT_TLS_PORT: u16 = 5349;
 
 /// Whether a URI names a STUN server or a TURN server.
@@ -30,17 +31,20 @@ pub enum Transport {
     Udp,
     /// TCP: `turn:...?transport=tcp`.
     Tcp,
-    /// TLS over TCP: `stuns:`, `turns:`.
+    /// TLS over TCP: `stuns:`, `turns:`, `turns:...?transport=tcp`.
     Tls,
+    /// DTLS over UDP: `stuns:...?transport=udp`, `turns:...?transport=udp` (RFC 7350).
+    Dtls,
 }
 
 impl Transport {
-    /// `udp`, `tcp` or `tls`.
+    /// `udp`, `tcp`, `tls` or `dtls`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
     }
 }
@@ -69,7 +73,7 @@ impl fmt::Display for Host {
 pub struct ServerUri {
     /// STUN or TURN.
     pub scheme: Scheme,
-    /// UDP, TCP or TLS.
+    /// UDP, TCP, TLS or DTLS.
     pub transport: Transport,
     /// Where the server is.
     pub host: Host,
@@ -105,9 +109,9 @@ impl ServerUri {
     /// The URI's scheme as written: `stun`, `stuns`, `turn` or `turns`.
     pub const fn scheme_name(&self) -> &'static str {
         match (self.scheme, self.transport) {
-            (Scheme::Stun, Transport::Tls) => "stuns",
+            (Scheme::Stun, Transport::Tls | Transport::Dtls) => "stuns",
             (Scheme::Stun, _) => "stun",
-            (Scheme::Turn, Transport::Tls) => "turns",
+            (Scheme::Turn, Transport::Tls | Transport::Dtls) => "turns",
             (Scheme::Turn, _) => "turn",
         }
     }
@@ -115,7 +119,7 @@ impl ServerUri {
 
 impl ServerUri {
     /// Parses `text` and refuses every transport but UDP with an error naming `program`,
-    /// for programs that do not speak TCP or TLS yet.
+    /// for programs that do not speak TCP, TLS or DTLS yet.
     pub fn parse_udp_only(text: &str, program: &str) -> Result<ServerUri, UriError> {
         let uri: ServerUri = text.parse()?;
         match uri.transport {
@@ -130,6 +134,12 @@ impl ServerUri {
                 "{text:?}: {program} does not speak TURN over TCP yet (UDP only); use \
                  ?transport=udp or no query"
             ))),
+            Transport::Dtls => Err(error(format!(
+                "{text:?}: {program} does not speak STUN or TURN over DTLS ({}:...?transport=udp) \
+                 yet (UDP only); use {}: over UDP",
+                uri.scheme_name(),
+                &uri.scheme_name()[..4]
+            ))),
         }
     }
 }
@@ -137,10 +147,11 @@ impl ServerUri {
 impl fmt::Display for ServerUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.scheme_name(), self.host, self.port)?;
-        if self.transport == Transport::Tcp {
-            f.write_str("?transport=tcp")?;
+        match self.transport {
+            Transport::Tcp => f.write_str("?transport=tcp"),
+            Transport::Dtls => f.write_str("?transport=udp"),
+            Transport::Udp | Transport::Tls => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -148,7 +159,7 @@ impl FromStr for ServerUri {
     type Err = UriError;
 
     fn from_str(text: &str) -> Result<ServerUri, UriError> {
-        let usage = "expected stun:HOST[:PORT], stuns:HOST[:PORT] or \
+        let usage = "expected stun:HOST[:PORT], stuns:HOST[:PORT][?transport=udp|tcp] or \
                      turn[s]:HOST[:PORT][?transport=udp|tcp]";
         let Some((scheme_text, rest)) = text.split_once(':') else {
             return Err(error(format!("{text:?}: {usage}")));
@@ -206,7 +217,9 @@ fn parse_query(
     secure: bool,
     query: &str,
 ) -> Result<Transport, UriError> {
-    if scheme == Scheme::Stun {
+    // RFC 7350 gives stuns: the transport query of turns:, to tell DTLS from TLS; stun:
+    // keeps none (RFC 7064).
+    if scheme == Scheme::Stun && !secure {
         return Err(error(format!(
             "{text:?}: a stun: URI takes no query (RFC 7064)"
         )));
@@ -216,18 +229,22 @@ fn parse_query(
         .filter(|(key, _)| key.eq_ignore_ascii_case("transport"))
         .map(|(_, value)| value)
     else {
+        let name = match scheme {
+            Scheme::Stun => "stuns:",
+            Scheme::Turn => "turn:",
+        };
         return Err(error(format!(
-            "{text:?}: the only query of a turn: URI is ?transport=udp or ?transport=tcp \
-             (RFC 7065)"
+            "{text:?}: the only query of a {name} URI is ?transport=udp or ?transport=tcp \
+             (RFC 7065, RFC 7350)"
         )));
     };
     if transport.eq_ignore_ascii_case("udp") {
-        if secure {
-            return Err(error(format!(
-                "{text:?}: turns: runs over TLS on TCP; ?transport=udp contradicts it"
-            )));
-        }
-        Ok(Transport::Udp)
+        // The secure schemes over UDP are DTLS (RFC 7350).
+        Ok(if secure {
+            Transport::Dtls
+        } else {
+            Transport::Udp
+        })
     } else if transport.eq_ignore_ascii_case("tcp") {
         Ok(if secure {
             Transport::Tls
@@ -364,6 +381,28 @@ mod tests {
     }
 
     #[test]
+    fn secure_schemes_over_udp_are_dtls() {
+        let uri = ok("turns:example.org?transport=udp");
+        assert_eq!(
+            (uri.scheme, uri.transport, uri.port),
+            (Scheme::Turn, Transport::Dtls, DEFAULT_TLS_PORT)
+        );
+        let uri = ok("stuns:[2001:db8::1]?transport=UDP");
+        assert_eq!(
+            (uri.scheme, uri.transport, uri.port),
+            (Scheme::Stun, Transport::Dtls, DEFAULT_TLS_PORT)
+        );
+        assert_eq!(ok("turns:h:443?transport=udp").port, 443);
+        assert_eq!(ok("stuns:h?transport=tcp").transport, Transport::Tls);
+        assert_eq!(ok("turns:h?transport=udp").scheme_name(), "turns");
+        assert_eq!(Transport::Dtls.as_str(), "dtls");
+        // Plain stun: still takes no query, and turns: no other transport.
+        assert!(refused("stun:h?transport=udp").contains("no query"));
+        assert!(refused("stuns:h?transport=sctp").contains("unknown transport"));
+        assert!(refused("stuns:h?foo=bar").contains("the only query of a stuns: URI"));
+    }
+
+    #[test]
     fn display_is_a_uri_that_parses_back() {
         for text in [
             "stun:192.0.2.1:3478",
@@ -372,6 +411,8 @@ mod tests {
             "turn:example.org:3478?transport=tcp",
             "turns:example.org:443",
             "stuns:example.org:5349",
+            "turns:example.org:5349?transport=udp",
+            "stuns:[2001:db8::1]:443?transport=udp",
         ] {
             assert_eq!(ok(text).to_string(), text);
             assert_eq!(ok(&ok(text).to_string()), ok(text));
@@ -393,13 +434,19 @@ mod tests {
         let tls = ServerUri::parse_udp_only("turns:h", "prog").unwrap_err();
         assert!(tls.to_string().contains("over TLS (turns:)"), "{tls}");
         assert!(tls.to_string().contains("use turn: over UDP"), "{tls}");
+        let dtls = ServerUri::parse_udp_only("stuns:h?transport=udp", "prog").unwrap_err();
+        assert!(
+            dtls.to_string()
+                .contains("prog does not speak STUN or TURN over DTLS (stuns:"),
+            "{dtls}"
+        );
+        assert!(dtls.to_string().contains("use stun: over UDP"), "{dtls}");
         assert!(ServerUri::parse_udp_only("http:h", "prog").is_err());
     }
 
     #[test]
     fn malformed_uris_are_refused_with_a_reason() {
         assert!(refused("stun:host?transport=udp").contains("no query"));
-        assert!(refused("turns:host?transport=udp").contains("contradicts"));
         assert!(refused("turn://host").contains("no \"//\""));
         assert!(refused("http:host").contains("unknown scheme"));
         assert!(refused("host:3478").contains("unknown scheme"));

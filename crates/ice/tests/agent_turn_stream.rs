@@ -65,6 +65,7 @@ fn client_transport(transport: Transport) -> ClientTransport {
         Transport::Udp => ClientTransport::Udp,
         Transport::Tcp => ClientTransport::Tcp,
         Transport::Tls => ClientTransport::Tls,
+        Transport::Dtls => ClientTransport::Dtls,
     }
 }
 
@@ -281,7 +282,8 @@ impl World {
                 ClientAction::Relay {
                     relay, peer, range, ..
                 } => self.udp.push_back((relay, peer, frame[range].to_vec())),
-                ClientAction::Drop => {}
+                // No throttling and no TCP allocation (RFC 6062) in these tests.
+                ClientAction::Drop | ClientAction::Close | ClientAction::PipeToPeer { .. } => {}
             }
         }
     }
@@ -314,7 +316,8 @@ impl World {
                 ClientAction::Relay {
                     relay, peer, range, ..
                 } => self.udp.push_back((relay, peer, payload[range].to_vec())),
-                ClientAction::Drop => {}
+                // No throttling and no TCP allocation (RFC 6062) in these tests.
+                ClientAction::Drop | ClientAction::Close | ClientAction::PipeToPeer { .. } => {}
             }
         } else if self.sockets.bound.contains(&to) {
             let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + 3];

@@ -337,6 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn a_dtls_turn_server_is_refused_on_the_command_line() {
+        let error = parse(&[
+            "offer",
+            "--signal",
+            SIGNAL,
+            "--turn",
+            "turns:127.0.0.1:5349?transport=udp",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("ice-peer does not speak TURN over DTLS"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn usage_errors() {
         let clap_errors: &[&[&str]] = &[
             &[],

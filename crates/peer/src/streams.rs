@@ -145,7 +145,8 @@ impl Streams {
                     .unwrap_or_else(|| ServerName::IpAddress(stream.server.ip().into()));
                 Some((self.tls.clone(), name))
             }
-            Transport::Tcp | Transport::Udp => None,
+            // DTLS URIs never get here: uri::parse_turn refuses them.
+            Transport::Tcp | Transport::Udp | Transport::Dtls => None,
         };
         let news = self.news.clone();
         let connect_timeout = self.connect_timeout;

@@ -5,6 +5,8 @@
 //! TLS (`turns:`); the relayed candidate is UDP whichever it is. STUN servers are reached
 //! over UDP only: a server-reflexive address learnt over TCP or TLS (`stuns:`) would be a TCP
 //! one, of no use to UDP candidates, so `stuns:` is refused with an error that says so.
+//! DTLS (`turns:…?transport=udp`, `stuns:…?transport=udp`) is not spoken yet and is refused
+//! the same way.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,22 +21,34 @@ pub fn parse_stun(text: &str) -> Result<ServerUri, UriError> {
             "{text:?} is a TURN URI: give it to --turn (with --user and --password)"
         )));
     }
-    if uri.transport != Transport::Udp {
-        return Err(UriError::new(format!(
+    match uri.transport {
+        Transport::Udp => Ok(uri),
+        Transport::Dtls => Err(UriError::new(format!(
+            "{text:?}: ice-peer does not speak STUN over DTLS (stuns:...?transport=udp) yet; \
+             use stun: (UDP)"
+        ))),
+        Transport::Tcp | Transport::Tls => Err(UriError::new(format!(
             "{text:?}: ice-peer asks STUN servers over UDP only (a stuns: server would report \
              a TCP address); use stun:, or a turns: server for a path over TLS"
-        )));
+        ))),
     }
-    Ok(uri)
 }
 
 /// Parses a `turn:` or `turns:` URI (the value of `--turn`): over UDP, TCP
-/// (`?transport=tcp`) or TLS (`turns:`).
+/// (`?transport=tcp`) or TLS (`turns:`). DTLS (`turns:…?transport=udp`) is refused: no
+/// relay over DTLS is driven yet.
 pub fn parse_turn(text: &str) -> Result<ServerUri, UriError> {
     let uri: ServerUri = text.parse()?;
     if uri.scheme != Scheme::Turn {
         return Err(UriError::new(format!(
             "{text:?} is a STUN URI: give it to --stun"
+        )));
+    }
+    if uri.transport == Transport::Dtls {
+        return Err(UriError::new(format!(
+            "{text:?}: ice-peer does not speak TURN over DTLS (turns:...?transport=udp) yet; \
+             use turns: (TLS over TCP, ?transport=tcp or no query) or turn: (UDP) for this \
+             server"
         )));
     }
     Ok(uri)
@@ -85,7 +99,25 @@ mod tests {
         assert_eq!(parse_turn("turn:host").unwrap().transport, Transport::Udp);
         let stuns = parse_stun("stuns:host:5349").unwrap_err().to_string();
         assert!(stuns.contains("over UDP only"), "{stuns}");
-        assert!(parse_turn("turns:host?transport=udp").is_err());
+    }
+
+    #[test]
+    fn dtls_is_refused_with_what_to_use_instead() {
+        let turns = parse_turn("turns:host?transport=udp")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            turns.contains("ice-peer does not speak TURN over DTLS"),
+            "{turns}"
+        );
+        assert!(turns.contains("use turns: (TLS over TCP"), "{turns}");
+        let stuns = parse_stun("stuns:host?transport=udp")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            stuns.contains("ice-peer does not speak STUN over DTLS"),
+            "{stuns}"
+        );
     }
 
     #[test]

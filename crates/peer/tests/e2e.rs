@@ -369,7 +369,7 @@ fn usage_errors_exit_2_with_a_reason() {
                 "--password",
                 "p",
             ],
-            "contradicts",
+            "does not speak TURN over DTLS",
         ),
         (&["offer", "--signal", signal, "--ca", "ca.pem"], "--turn"),
         (

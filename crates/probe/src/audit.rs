@@ -20,10 +20,10 @@
 //! The relay probes run one at a time on one allocation at a time, released when done, so the
 //! audit never holds more than one allocation against the user's quota.
 //!
-//! Everything runs over the URI's transport, TCP and TLS included: a peer filter that a
-//! server applies to UDP clients only is a known bug (pion/turn #570). Amplification is the
-//! exception: a reflection attack needs a spoofed source, which a stream's handshake rules
-//! out, so it is skipped there.
+//! Everything runs over the URI's transport, TCP, TLS and DTLS included: a peer filter that
+//! a server applies to UDP clients only is a known bug (pion/turn #570). Amplification is the
+//! exception: a reflection attack needs a spoofed source, which a stream's handshake or the
+//! DTLS cookie exchange rules out, so it is skipped there.
 
 mod relay;
 
@@ -52,8 +52,8 @@ const SOFTWARE: &str = "audit-software";
 
 /// Runs the audit against `target`: the checks in the order above, and the findings.
 ///
-/// Over the URI's transport: UDP, TCP or TLS (a relay filter skipped over TCP is a known
-/// bug, pion/turn #570). Amplification is UDP's alone and skipped on streams. The stranger
+/// Over the URI's transport: UDP, TCP, TLS or DTLS (a relay filter skipped over TCP is a
+/// known bug, pion/turn #570). Amplification is UDP's alone and skipped on the others. The stranger
 /// checks need no credentials; the relay checks need [`Settings::credentials`] and a `turn:`
 /// URI and are skipped, with the reason, otherwise.
 pub async fn audit(target: &Target, settings: &Settings) -> (Vec<Check>, Vec<Finding>) {
@@ -195,15 +195,20 @@ impl Audit {
         }
         let allocate = exchanges.iter().find(|e| e.what == "Allocate");
         self.unauthenticated_allocate(dialer, settings, allocate);
-        if dialer.transport() == Transport::Udp {
-            self.amplification(&exchanges);
-        } else {
-            self.skip(
+        match dialer.transport() {
+            Transport::Udp => self.amplification(&exchanges),
+            Transport::Dtls => self.skip(
+                AMPLIFICATION,
+                "reflection amplification of STUN needs a spoofed source address: over DTLS \
+                 the server answers STUN inside an association only, after a handshake whose \
+                 cookie exchange proves the source; probe the server's UDP URI for it",
+            ),
+            Transport::Tcp | Transport::Tls => self.skip(
                 AMPLIFICATION,
                 "reflection amplification needs a spoofed source address, which only UDP \
                  allows: over TCP and TLS the handshake proves the source first; probe the \
                  server's UDP URI for it",
-            );
+            ),
         }
         self.software(&exchanges);
     }

@@ -35,7 +35,8 @@ pub enum Colour {
 /// with credentials, an allocation, permissions, data relayed back to the probe (Send and
 /// ChannelData), Refresh and deallocation. Over TCP (turn:HOST?transport=tcp) and TLS
 /// (turns:, stuns:) the connection comes first: its time, and for TLS the handshake and the
-/// certificate. `--audit` adds a security audit, `--load` a bounded load.
+/// certificate; over DTLS (turns:HOST?transport=udp, stuns:HOST?transport=udp) the handshake
+/// and the certificate. `--audit` adds a security audit, `--load` a bounded load.
 ///
 /// Exit status: 0 every check passed, 1 a check failed or the audit found a weakness,
 /// 2 usage or configuration error.
@@ -47,10 +48,11 @@ pub struct Cli {
         value_name = "URI",
         required = true,
         value_parser = parse_uri,
-        help = "STUN or TURN server URIs (RFC 7064, RFC 7065): stun:HOST[:PORT] (UDP), \
-                stuns:HOST[:PORT] (TLS, port 5349 by default), turn:HOST[:PORT] or \
+        help = "STUN or TURN server URIs (RFC 7064, RFC 7065, RFC 7350): stun:HOST[:PORT] \
+                (UDP), stuns:HOST[:PORT] (TLS, port 5349 by default), turn:HOST[:PORT] or \
                 turn:HOST[:PORT]?transport=udp (UDP), turn:HOST[:PORT]?transport=tcp (TCP), \
-                turns:HOST[:PORT] (TLS, port 5349 by default)."
+                turns:HOST[:PORT] (TLS, port 5349 by default), turns:HOST[:PORT]?transport=udp \
+                and stuns:HOST[:PORT]?transport=udp (DTLS, port 5349 by default)."
     )]
     pub uris: Vec<ServerUri>,
     /// TURN username (with --password), or the user part of REST credentials (with --secret).
@@ -71,8 +73,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
-    /// How long one request may go unanswered, retransmissions included; over TCP and TLS
-    /// also how long connecting and the TLS handshake may take.
+    /// How long one request may go unanswered, retransmissions included; over TCP, TLS and
+    /// DTLS also how long connecting and the handshake may take.
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Estimate the NAT's mapping lifetime (RFC 5780 §4.6), waiting up to SECS (default
@@ -103,13 +105,14 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 100, requires = "load",
           value_parser = clap::value_parser!(u16).range(16..=1200))]
     pub size: u16,
-    /// Also trust the certificates of this PEM file for stuns: and turns: (a private CA, or
-    /// a self-signed server certificate); repeatable. The system's roots are always trusted.
+    /// Also trust the certificates of this PEM file for stuns: and turns:, over TLS and DTLS
+    /// (a private CA, or a self-signed server certificate); repeatable. The system's roots
+    /// are always trusted.
     #[arg(long, value_name = "FILE")]
     pub ca: Vec<PathBuf>,
-    /// Do not verify TLS certificates: the handshake goes on whatever the certificate, and
-    /// the tls-certificate check reports it unverified (skipped) with what verification
-    /// would have said.
+    /// Do not verify TLS and DTLS certificates: the handshake goes on whatever the
+    /// certificate, and the tls-certificate check reports it unverified (skipped) with what
+    /// verification would have said.
     #[arg(long)]
     pub insecure: bool,
     /// Print the report as JSON.
@@ -181,9 +184,14 @@ impl Cli {
                     .into(),
             );
         }
-        let has_tls = self.uris.iter().any(|uri| uri.transport == Transport::Tls);
+        let has_tls = self
+            .uris
+            .iter()
+            .any(|uri| matches!(uri.transport, Transport::Tls | Transport::Dtls));
         if (self.insecure || !self.ca.is_empty()) && !has_tls {
-            return Err("--ca and --insecure are for TLS: give a turns: or stuns: URI".into());
+            return Err(
+                "--ca and --insecure are for TLS and DTLS: give a turns: or stuns: URI".into(),
+            );
         }
         let mut ca = Vec::new();
         for path in &self.ca {
@@ -224,7 +232,7 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-/// A URI of any RFC 7064/7065 form: the probe speaks UDP, TCP and TLS.
+/// A URI of any RFC 7064/7065/7350 form: the probe speaks UDP, TCP, TLS and DTLS.
 fn parse_uri(text: &str) -> Result<ServerUri, UriError> {
     text.parse()
 }
@@ -324,7 +332,6 @@ mod tests {
                 .contains("/nonexistent.pem")
         );
         assert!(parse(&["stun:h?transport=tcp"]).is_err(), "RFC 7064");
-        assert!(parse(&["turns:h?transport=udp"]).is_err());
         assert!(parse(&["stun:h", "--timeout", "0"]).is_err());
         assert!(parse(&["stun:h", "--lifetime", "9999"]).is_err());
         assert!(parse(&["stun:h", "--count", "0"]).is_err());
@@ -356,6 +363,25 @@ mod tests {
                 .tls
                 .insecure
         );
+        let options = parse(&[
+            "turns:h?transport=udp",
+            "stuns:h:443?transport=udp",
+            "--insecure",
+        ])
+        .unwrap();
+        let uris: Vec<(Scheme, Transport, u16)> = options
+            .uris
+            .iter()
+            .map(|u| (u.scheme, u.transport, u.port))
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                (Scheme::Turn, Transport::Dtls, DEFAULT_TLS_PORT),
+                (Scheme::Stun, Transport::Dtls, 443),
+            ]
+        );
+        assert!(options.settings.tls.insecure, "--insecure is for DTLS too");
 
         let dir = std::env::temp_dir().join(format!("ice-probe-cli-{}", std::process::id()));
         let made = icebreaker_tests::test_certificate(&dir, &["localhost"]);

@@ -4,12 +4,14 @@
 //! plain words what is wrong: reachability and Binding RTT, the mapped address, NAT
 //! behaviour by RFC 5780, a TURN allocation with data relayed back to the probe, Refresh and
 //! deallocation; with `--audit` a security audit of the relay policy and of the answers to
-//! strangers; with `--load` a bounded load. Over UDP, TCP (`turn:…?transport=tcp`) and TLS
-//! (`stuns:`, `turns:`, with the handshake and the certificate checked). Output is a table,
-//! JSON, or Prometheus textfile metrics.
+//! strangers; with `--load` a bounded load. Over UDP, TCP (`turn:…?transport=tcp`), TLS
+//! (`stuns:`, `turns:`) and DTLS (`turns:…?transport=udp`, `stuns:…?transport=udp`), with the
+//! handshake and the certificate checked. Output is a table, JSON, or Prometheus textfile
+//! metrics.
 
 pub mod audit;
 pub mod cli;
+pub mod dtls;
 pub mod load;
 pub mod net;
 pub mod output;
@@ -67,7 +69,7 @@ pub struct Settings {
     pub audit: bool,
     /// Run a load.
     pub load: Option<LoadSettings>,
-    /// Which certificates `stuns:` and `turns:` servers may present.
+    /// Which certificates `stuns:` and `turns:` servers may present, over TLS and DTLS.
     pub tls: TlsOptions,
 }
 

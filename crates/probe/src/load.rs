@@ -51,7 +51,7 @@ pub fn skipped(label: &str, reason: &str) -> Vec<Check> {
 }
 
 /// Runs the load against `target`: checks `load-allocate` and `load-relay`. Over TCP and
-/// TLS each allocation has its own connection.
+/// TLS each allocation has its own connection, over DTLS its own association.
 pub async fn load(target: &Target, settings: &Settings, load: LoadSettings) -> Vec<Check> {
     let label = target.label();
     let skip_both = |reason: &str| {

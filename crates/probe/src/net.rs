@@ -1,7 +1,7 @@
 //! The probe's two ways to talk to a server: single STUN transactions with retransmissions
 //! ([`StunSocket`]), and a TURN allocation driven over its own socket or connection
-//! ([`TurnSession`], the sans-IO [`TurnClient`] of `icebreaker-ice` on a tokio UDP socket or
-//! a TCP or TLS stream of [`crate::stream`]).
+//! ([`TurnSession`], the sans-IO [`TurnClient`] of `icebreaker-ice` on a tokio UDP socket, a
+//! TCP or TLS stream of [`crate::stream`], or a DTLS association of [`crate::dtls`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::net::UdpSocket;
 
+use crate::dtls::DtlsConn;
 use crate::stream::{ConnectError, Dialer, StreamConn};
 
 /// The first retransmission comes this long after a request: shorter than RFC 8489's 500 ms
@@ -59,6 +60,15 @@ impl TransactError {
         transport: Transport,
     ) -> String {
         match self {
+            TransactError::Timeout if transport == Transport::Dtls => format!(
+                "no answer from {server} in {:.1} s over DTLS: the handshake succeeded but the \
+                 server does not answer STUN inside the association, or it is overloaded",
+                waited.as_secs_f64()
+            ),
+            TransactError::Closed if transport == Transport::Dtls => format!(
+                "{server} closed the DTLS association (close_notify) without answering: it \
+                 refused this client"
+            ),
             TransactError::Timeout if transport != Transport::Udp => format!(
                 "no answer from {server} in {:.1} s over {}: the server accepted the \
                  connection but does not answer STUN on it, or it is overloaded",
@@ -248,12 +258,13 @@ impl StunSocket {
     }
 }
 
-/// `UDP`, `TCP` or `TLS`, as explanations name them.
+/// `UDP`, `TCP`, `TLS` or `DTLS`, as explanations name them.
 pub fn transport_name(transport: Transport) -> &'static str {
     match transport {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",
         Transport::Tls => "TLS",
+        Transport::Dtls => "DTLS",
     }
 }
 
@@ -299,21 +310,22 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// One TURN allocation on its own UDP socket or stream connection: [`TurnClient`] driven
-/// with real time.
+/// One TURN allocation on its own UDP socket, stream connection or DTLS association:
+/// [`TurnClient`] driven with real time.
 ///
 /// Each operation runs the client until the event that answers it, keeping data that
 /// arrives meanwhile for [`TurnSession::receive`]. Events that answer nothing asked (a
 /// timer's refresh) are kept in [`TurnSession::other_events`]. Over a stream the client sends
-/// each request once (RFC 8489 §6.2.2); a connection that breaks ends every operation at
-/// once, and [`TurnSession::broken`] says why.
+/// each request once (RFC 8489 §6.2.2); over DTLS it retransmits as over UDP. A connection or
+/// association that breaks ends every operation at once, and [`TurnSession::broken`] says
+/// why.
 #[derive(Debug)]
 pub struct TurnSession {
     client: TurnClient,
     wire: Wire,
     rng: StdRng,
     received: VecDeque<Received>,
-    /// Why the stream cannot be used any more, once it cannot.
+    /// Why the stream or association cannot be used any more, once it cannot.
     broken: Option<String>,
     /// How long a write to a stream may take.
     write_timeout: Duration,
@@ -326,6 +338,7 @@ pub struct TurnSession {
 enum Wire {
     Udp(UdpSocket),
     Stream(StreamConn),
+    Dtls(Box<DtlsConn>),
 }
 
 impl TurnSession {
@@ -347,8 +360,9 @@ impl TurnSession {
         ))
     }
 
-    /// A session over whatever `dialer` speaks: a fresh UDP socket, or a new TCP or TLS
-    /// connection. `timeout` bounds the connection and each request.
+    /// A session over whatever `dialer` speaks: a fresh UDP socket, a new TCP or TLS
+    /// connection, or a new DTLS association. `timeout` bounds the connection or handshake
+    /// and each request.
     pub async fn open(
         dialer: &Dialer,
         username: &str,
@@ -356,19 +370,16 @@ impl TurnSession {
         timeout: Duration,
     ) -> Result<TurnSession, ConnectError> {
         let server = dialer.server();
-        if dialer.transport() == Transport::Udp {
-            return TurnSession::new(server, username, password, timeout)
-                .await
-                .map_err(ConnectError::Io);
-        }
-        let connection = dialer.connect(timeout).await?;
-        Ok(TurnSession::on(
-            server,
-            Wire::Stream(connection.stream),
-            username,
-            password,
-            timeout,
-        ))
+        let wire = match dialer.transport() {
+            Transport::Udp => {
+                return TurnSession::new(server, username, password, timeout)
+                    .await
+                    .map_err(ConnectError::Io);
+            }
+            Transport::Dtls => Wire::Dtls(dialer.dtls(timeout).await?.conn),
+            Transport::Tcp | Transport::Tls => Wire::Stream(dialer.connect(timeout).await?.stream),
+        };
+        Ok(TurnSession::on(server, wire, username, password, timeout))
     }
 
     fn on(
@@ -402,6 +413,7 @@ impl TurnSession {
         match &self.wire {
             Wire::Udp(socket) => socket.local_addr(),
             Wire::Stream(conn) => Ok(conn.local_addr()),
+            Wire::Dtls(conn) => Ok(conn.local_addr()),
         }
     }
 
@@ -410,7 +422,12 @@ impl TurnSession {
         matches!(self.wire, Wire::Stream(_))
     }
 
-    /// Why the connection cannot be used any more, once it cannot.
+    /// Whether the session runs over DTLS.
+    pub fn is_dtls(&self) -> bool {
+        matches!(self.wire, Wire::Dtls(_))
+    }
+
+    /// Why the connection or association cannot be used any more, once it cannot.
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
     }
@@ -527,6 +544,16 @@ impl TurnSession {
                     return Err(SendError::Io(io::Error::other(why)));
                 }
             }
+            Wire::Dtls(conn) => {
+                if let Some(why) = &self.broken {
+                    return Err(SendError::Io(io::Error::other(why.clone())));
+                }
+                if let Err(error) = conn.send(&datagram).await {
+                    let why = error.to_string();
+                    self.broken = Some(why.clone());
+                    return Err(SendError::Io(io::Error::other(why)));
+                }
+            }
         }
         Ok(())
     }
@@ -579,6 +606,13 @@ impl TurnSession {
                         self.broken = Some(error.to_string());
                     }
                 }
+                Wire::Dtls(conn) => {
+                    if self.broken.is_none()
+                        && let Err(error) = conn.send(&datagram).await
+                    {
+                        self.broken = Some(error.to_string());
+                    }
+                }
             }
         }
         let now = Instant::now();
@@ -608,6 +642,13 @@ impl TurnSession {
                     return false;
                 }
             },
+            Wire::Dtls(conn) => match conn.recv(wake).await {
+                Ok(record) => record,
+                Err(error) => {
+                    self.broken = Some(error.to_string());
+                    return false;
+                }
+            },
         };
         let now = Instant::now();
         match input {
@@ -629,24 +670,30 @@ impl TurnSession {
 impl Drop for TurnSession {
     /// A session dropped while it holds an allocation (a check cancelled, a task aborted, an
     /// early return) releases it with one best-effort Refresh of LIFETIME 0, so that a probe
-    /// run leaves nothing counting against the user's quota until the lifetime runs out.
-    /// Over a stream, closing the connection is the release: the server deletes the
-    /// allocation of a closed connection (RFC 8656 §3.1).
+    /// run leaves nothing counting against the user's quota until the lifetime runs out; over
+    /// DTLS in the association, which then closes. Over a stream, closing the connection is
+    /// the release: the server deletes the allocation of a closed connection (RFC 8656 §3.1).
     fn drop(&mut self) {
         use icebreaker_ice::turn_client::TurnState;
-        let Wire::Udp(socket) = &self.wire else {
-            return;
-        };
-        if !matches!(
-            self.client.state(),
-            TurnState::Allocating | TurnState::Allocated
-        ) {
+        if matches!(self.wire, Wire::Stream(_))
+            || self.broken.is_some()
+            || !matches!(
+                self.client.state(),
+                TurnState::Allocating | TurnState::Allocated
+            )
+        {
             return;
         }
         self.client.deallocate(Instant::now(), &mut self.rng);
         let server = self.client.server();
         while let Some(datagram) = self.client.poll_transmit() {
-            let _ = socket.try_send_to(&datagram, server);
+            match &mut self.wire {
+                Wire::Udp(socket) => {
+                    let _ = socket.try_send_to(&datagram, server);
+                }
+                Wire::Dtls(conn) => conn.send_now(&datagram),
+                Wire::Stream(_) => {}
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use icebreaker_ice::uri::{Host, Scheme, ServerUri, Transport};
 
 use crate::report::{Check, Report, Status};
 use crate::stun_checks::BindingInfo;
-use crate::{Settings, Target, audit, load, stun_checks, tls, turn_checks};
+use crate::{Settings, Target, audit, dtls, load, stun_checks, tls, turn_checks};
 
 /// Runs every check the settings ask for against each URI, one server after another.
 pub async fn run(uris: &[ServerUri], settings: &Settings) -> Report {
@@ -30,11 +30,12 @@ pub async fn run(uris: &[ServerUri], settings: &Settings) -> Report {
             server,
         };
         let label = target.label();
-        let stream = uri.transport != Transport::Udp;
-        let (checks, info) = if stream {
-            stun_checks::binding_over_stream(&target, settings).await
-        } else {
-            stun_checks::binding(&target, settings).await
+        let (checks, info) = match uri.transport {
+            Transport::Udp => stun_checks::binding(&target, settings).await,
+            Transport::Tcp | Transport::Tls => {
+                stun_checks::binding_over_stream(&target, settings).await
+            }
+            Transport::Dtls => stun_checks::binding_over_dtls(&target, settings).await,
         };
         report.extend(checks);
         // A connection that cannot be made would fail every later check the same way, each
@@ -44,7 +45,7 @@ pub async fn run(uris: &[ServerUri], settings: &Settings) -> Report {
             .iter()
             .find(|c| {
                 c.target == label
-                    && (c.name == stun_checks::CONNECT || c.name == tls::TLS)
+                    && [stun_checks::CONNECT, tls::TLS, dtls::DTLS].contains(&c.name.as_str())
                     && c.status == Status::Fail
             })
             .map(|c| format!("depends on {}, which failed", c.name));
@@ -60,7 +61,7 @@ pub async fn run(uris: &[ServerUri], settings: &Settings) -> Report {
             }
             continue;
         }
-        if info.is_some() && stream {
+        if info.is_some() && uri.transport != Transport::Udp {
             report.extend(stun_checks::nat_skipped_on_stream(&label, uri.transport));
         } else if let Some(info) = info {
             report.extend(stun_checks::nat_behaviour(&target, settings, &info).await);

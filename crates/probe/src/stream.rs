@@ -1,7 +1,7 @@
 //! STUN and TURN over a stream: a TCP or TLS connection to the server ([`Dialer`],
 //! [`StreamConn`]) cut into STUN messages and ChannelData frames (RFC 8656 §12.5 framing,
-//! ChannelData padded to 4 bytes), and [`Link`], one transaction at a time over UDP or a
-//! stream, for the checks that do not care which.
+//! ChannelData padded to 4 bytes), and [`Link`], one transaction at a time over UDP, a
+//! stream or a DTLS association ([`crate::dtls`]), for the checks that do not care which.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use crate::dtls::{DtlsClient, DtlsConn, DtlsConnection};
 use crate::net::{Response, StunSocket, TransactError};
 use crate::tls::{Handshake, TlsClient, TlsFailure};
 use crate::{Settings, Target};
@@ -29,7 +30,8 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Knows how to reach one server: over UDP, or by connecting over TCP or TLS.
+/// Knows how to reach one server: over UDP, by connecting over TCP or TLS, or by a DTLS
+/// handshake.
 #[derive(Clone, Debug)]
 pub struct Dialer {
     server: SocketAddr,
@@ -38,6 +40,7 @@ pub struct Dialer {
     host: String,
     name: ServerName<'static>,
     tls: Option<Arc<TlsClient>>,
+    dtls: Option<Arc<DtlsClient>>,
 }
 
 impl Dialer {
@@ -56,12 +59,15 @@ impl Dialer {
         };
         let tls = (target.uri.transport == Transport::Tls)
             .then(|| Arc::new(TlsClient::new(&settings.tls)));
+        let dtls = (target.uri.transport == Transport::Dtls)
+            .then(|| Arc::new(DtlsClient::new(&settings.tls)));
         Dialer {
             server: target.server,
             transport: target.uri.transport,
             host,
             name,
             tls,
+            dtls,
         }
     }
 
@@ -71,6 +77,7 @@ impl Dialer {
         Dialer {
             transport: Transport::Tcp,
             tls: None,
+            dtls: None,
             ..self.clone()
         }
     }
@@ -80,7 +87,7 @@ impl Dialer {
         self.server
     }
 
-    /// UDP, TCP or TLS.
+    /// UDP, TCP, TLS or DTLS.
     pub fn transport(&self) -> Transport {
         self.transport
     }
@@ -90,9 +97,23 @@ impl Dialer {
         &self.host
     }
 
+    /// Runs the DTLS handshake for a DTLS URI, within `timeout`; for any other URI an error.
+    pub async fn dtls(&self, timeout: Duration) -> Result<DtlsConnection, ConnectError> {
+        let Some(client) = &self.dtls else {
+            return Err(ConnectError::Io(io::ErrorKind::Unsupported.into()));
+        };
+        client
+            .handshake(self.server, &self.name, timeout)
+            .await
+            .map_err(|failure| ConnectError::Dtls(Box::new(failure)))
+    }
+
     /// Connects over TCP, then runs the TLS handshake for a TLS URI; each step within
-    /// `timeout`. Over UDP there is nothing to connect: an error.
+    /// `timeout`. Over UDP and DTLS there is nothing to connect: an error.
     pub async fn connect(&self, timeout: Duration) -> Result<Connection, ConnectError> {
+        if matches!(self.transport, Transport::Udp | Transport::Dtls) {
+            return Err(ConnectError::Io(io::ErrorKind::Unsupported.into()));
+        }
         let started = Instant::now();
         let tcp = match tokio::time::timeout(timeout, TcpStream::connect(self.server)).await {
             Ok(Ok(tcp)) => tcp,
@@ -108,9 +129,6 @@ impl Dialer {
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().map_err(ConnectError::Io)?;
         let (io, tls): (Box<dyn Io>, _) = match &self.tls {
-            None if self.transport == Transport::Udp => {
-                return Err(ConnectError::Io(io::ErrorKind::Unsupported.into()));
-            }
             None => (Box::new(tcp), None),
             Some(client) => match client.handshake(tcp, self.name.clone(), timeout).await {
                 Ok((stream, handshake)) => (Box::new(stream), Some(handshake)),
@@ -161,6 +179,8 @@ pub enum ConnectError {
         /// What went wrong.
         failure: Box<TlsFailure>,
     },
+    /// The DTLS handshake failed.
+    Dtls(Box<TlsFailure>),
 }
 
 impl ConnectError {
@@ -179,11 +199,15 @@ impl ConnectError {
                  drops it, or the host is down",
                 waited.as_secs_f64()
             ),
-            ConnectError::Io(error) if dialer.transport == Transport::Udp => {
+            ConnectError::Io(error)
+                if matches!(dialer.transport, Transport::Udp | Transport::Dtls) =>
+            {
                 format!("cannot open a UDP socket towards {server}: {error}")
             }
             ConnectError::Io(error) => format!("cannot connect to {server}: {error}"),
-            ConnectError::Tls { failure, .. } => failure.explain(&dialer.host),
+            ConnectError::Tls { failure, .. } | ConnectError::Dtls(failure) => {
+                failure.explain(&dialer.host)
+            }
         }
     }
 }
@@ -365,8 +389,8 @@ impl StreamConn {
     }
 }
 
-/// Single STUN transactions with the server over whatever the URI says: a UDP socket with
-/// retransmissions, or one stream connection.
+/// Single STUN transactions with the server over whatever the URI says: a UDP socket or a
+/// DTLS association with retransmissions, or one stream connection.
 #[derive(Debug)]
 pub enum Link {
     /// A UDP socket and the server it talks to.
@@ -380,6 +404,13 @@ pub enum Link {
     Stream {
         /// The connection.
         conn: StreamConn,
+        /// For transaction IDs.
+        rng: StdRng,
+    },
+    /// A DTLS association.
+    Dtls {
+        /// The association.
+        conn: Box<DtlsConn>,
         /// For transaction IDs.
         rng: StdRng,
     },
@@ -405,6 +436,22 @@ impl Link {
                     rng: StdRng::from_os_rng(),
                 })
             }
+            Transport::Dtls => {
+                let connection = dialer.dtls(timeout).await?;
+                Ok(Link::Dtls {
+                    conn: connection.conn,
+                    rng: StdRng::from_os_rng(),
+                })
+            }
+        }
+    }
+
+    /// The local address of the socket or connection.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Link::Udp { socket, .. } => socket.local_addr(),
+            Link::Stream { conn, .. } => Ok(conn.local_addr()),
+            Link::Dtls { conn, .. } => Ok(conn.local_addr()),
         }
     }
 
@@ -412,7 +459,7 @@ impl Link {
     pub fn transaction_id(&mut self) -> TransactionId {
         match self {
             Link::Udp { socket, .. } => socket.transaction_id(),
-            Link::Stream { rng, .. } => {
+            Link::Stream { rng, .. } | Link::Dtls { rng, .. } => {
                 let mut id = [0; 12];
                 rng.fill_bytes(&mut id);
                 TransactionId::new(id)
@@ -429,6 +476,7 @@ impl Link {
         match self {
             Link::Udp { socket, server } => socket.transact(*server, request, timeout).await,
             Link::Stream { conn, .. } => conn.transact(request, timeout).await,
+            Link::Dtls { conn, .. } => conn.transact(request, timeout).await,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! NAT behaviour discovery by RFC 5780 (`nat-mapping`, `nat-filtering`, `hairpinning`,
 //! `mapping-lifetime`), and, for servers without RFC 5780, the mapping compared across two
 //! servers. Over TCP and TLS, the connection's checks (`connect`, `tls`, `tls-certificate`)
-//! come first and NAT behaviour discovery, which is UDP's, is skipped.
+//! come first and NAT behaviour discovery, which is UDP's, is skipped; over DTLS the
+//! handshake's (`dtls`, `tls-certificate`), and NAT behaviour discovery, which needs answers
+//! from the server's other address, is skipped too.
 //!
 //! NAT behaviour belongs to the network the probe runs in, not to the server: those checks
 //! pass whenever they could run, and their value says what was found. They skip, with the
@@ -28,9 +30,11 @@ use discovery::{
 use lifetime::{lifetime_not_asked, mapping_lifetime};
 
 mod discovery;
+mod dtls;
 mod lifetime;
 mod stream;
 
+pub use dtls::binding_over_dtls;
 pub use stream::{CONNECT, binding_over_stream, nat_skipped_on_stream};
 
 const BINDING: &str = "binding";

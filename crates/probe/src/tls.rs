@@ -1,12 +1,15 @@
 //! TLS for `stuns:` and `turns:` URIs: the handshake with what it negotiated, the server's
 //! certificate verified against the system's roots and `--ca` files (or looked past with
-//! `--insecure`), and the `tls` and `tls-certificate` checks that report them.
+//! `--insecure`), and the `tls` and `tls-certificate` checks that report them. DTLS
+//! ([`crate::dtls`]) verifies its certificates with the same [`TlsClient`] and reports them
+//! with the same checks, its handshake as `dtls`.
 //!
 //! Every connection gets its own verifier, which records the certificate it saw and the
 //! verdict: a failed handshake can then still show which certificate the server sent, and
 //! with `--insecure` the report says whether verification would have passed.
 
 pub mod cert;
+mod explain;
 
 use std::io;
 use std::path::Path;
@@ -32,14 +35,50 @@ use tokio_rustls::rustls::{
 use crate::report::Check;
 use crate::stats::millis;
 use cert::CertInfo;
+use explain::short_reason;
 
 /// The ALPN protocol of STUN and TURN over TLS (RFC 7443).
 pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
 
 /// The check of the handshake.
 pub const TLS: &str = "tls";
-/// The check of the server's certificate.
+/// The check of the server's certificate, over TLS and DTLS.
 pub const TLS_CERTIFICATE: &str = "tls-certificate";
+
+/// Which handshake a [`Handshake`] or a [`TlsFailure`] is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// TLS over TCP: `turns:`, `stuns:`.
+    Tls,
+    /// DTLS over UDP: `turns:…?transport=udp`, `stuns:…?transport=udp`.
+    Dtls,
+}
+
+impl Protocol {
+    /// The check that reports the handshake: `tls` or `dtls`.
+    pub const fn check(self) -> &'static str {
+        match self {
+            Protocol::Tls => TLS,
+            Protocol::Dtls => crate::dtls::DTLS,
+        }
+    }
+
+    /// `TLS` or `DTLS`, for explanations.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tls => "TLS",
+            Protocol::Dtls => "DTLS",
+        }
+    }
+
+    /// The metric of the handshake's duration.
+    const fn metric(self) -> &'static str {
+        match self {
+            Protocol::Tls => "tls_handshake_seconds",
+            Protocol::Dtls => "dtls_handshake_seconds",
+        }
+    }
+}
 
 /// What the command line says about trusting servers' certificates.
 #[derive(Clone, Debug, Default)]
@@ -143,6 +182,51 @@ impl TlsClient {
         }
     }
 
+    /// Verifies `end_entity` with `intermediates` for `name` now, as the TLS handshake does
+    /// (chain to a trusted root, the name, the validity period, the key usage), whatever
+    /// `--insecure` says: for DTLS, whose library leaves this to the application.
+    pub fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+    ) -> Result<(), rustls::Error> {
+        verify_with(
+            self.webpki.as_deref(),
+            end_entity,
+            intermediates,
+            name,
+            UnixTime::now(),
+        )
+    }
+
+    /// Whether `--insecure` lets a handshake go on whatever the certificate.
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// What a handshake that went through reports of the certificate's `verdict` (`None`
+    /// when no certificate was verified).
+    pub fn verification(&self, verdict: Option<Result<(), rustls::Error>>) -> Verification {
+        match verdict {
+            Some(Ok(())) if !self.insecure => Verification::Verified(self.trusted.clone()),
+            Some(verdict) => Verification::Skipped(verdict.err()),
+            None => Verification::Skipped(None),
+        }
+    }
+
+    /// A handshake refused for the certificate's `error`, with the certificate `der`.
+    pub fn refused(&self, error: rustls::Error, der: &[u8], protocol: Protocol) -> TlsFailure {
+        let failure = match error {
+            rustls::Error::InvalidCertificate(certificate) => Failure::Certificate(certificate),
+            other => Failure::Other(other.to_string()),
+        };
+        let mut failure = TlsFailure::new(failure, Duration::ZERO, protocol);
+        failure.certificate = cert::parse(der);
+        failure.roots_problem = self.roots_problem.clone();
+        failure
+    }
+
     /// Runs the handshake on `tcp` for `name`, offering ALPN `stun.turn`, within `timeout`.
     pub async fn handshake(
         &self,
@@ -159,7 +243,13 @@ impl TlsClient {
         let started = Instant::now();
         let config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsFailure::new(Failure::Other(e.to_string()), started.elapsed()))?;
+            .map_err(|e| {
+                TlsFailure::new(
+                    Failure::Other(e.to_string()),
+                    started.elapsed(),
+                    Protocol::Tls,
+                )
+            })?;
         let mut config = config
             .dangerous()
             .with_custom_certificate_verifier(recorder.clone())
@@ -173,13 +263,13 @@ impl TlsClient {
         let stream = match result {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
-                let mut failure = TlsFailure::new(classify(&error), took);
+                let mut failure = TlsFailure::new(classify(&error), took, Protocol::Tls);
                 failure.certificate = certificate;
                 failure.roots_problem = self.roots_problem.clone();
                 return Err(failure);
             }
             Err(_) => {
-                let mut failure = TlsFailure::new(Failure::Timeout(timeout), took);
+                let mut failure = TlsFailure::new(Failure::Timeout(timeout), took, Protocol::Tls);
                 failure.certificate = certificate;
                 return Err(failure);
             }
@@ -191,12 +281,9 @@ impl TlsClient {
             Some(other) => format!("{other:?}"),
             None => "unknown version".to_owned(),
         };
-        let verification = match seen.map(|s| s.verdict) {
-            Some(Ok(())) if !self.insecure => Verification::Verified(self.trusted.clone()),
-            Some(verdict) => Verification::Skipped(verdict.err()),
-            None => Verification::Skipped(None),
-        };
+        let verification = self.verification(seen.map(|s| s.verdict));
         let handshake = Handshake {
+            protocol: Protocol::Tls,
             version,
             cipher_suite: connection
                 .negotiated_cipher_suite()
@@ -252,9 +339,7 @@ impl ServerCertVerifier for Recorder {
             Some(webpki) => webpki
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
                 .map(|_| ()),
-            None => Err(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            )),
+            None => verify_with(None, end_entity, intermediates, server_name, now),
         };
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(Seen {
@@ -303,16 +388,38 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
+/// Verifies a server certificate with `webpki`, or refuses it as of an unknown issuer when
+/// there is no root to verify with.
+fn verify_with(
+    webpki: Option<&WebPkiServerVerifier>,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    match webpki {
+        Some(webpki) => webpki
+            .verify_server_cert(end_entity, intermediates, name, &[], now)
+            .map(|_| ()),
+        None => Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )),
+    }
+}
+
 /// What a successful handshake negotiated.
 #[derive(Clone, Debug)]
 pub struct Handshake {
-    /// `TLS 1.3` or `TLS 1.2`.
+    /// TLS or DTLS.
+    pub protocol: Protocol,
+    /// `TLS 1.3`, `TLS 1.2`, `DTLS 1.3` or `DTLS 1.2`.
     pub version: String,
     /// `TLS13_AES_256_GCM_SHA384`.
     pub cipher_suite: Option<String>,
     /// The key exchange group: `X25519`.
     pub group: Option<String>,
-    /// The ALPN protocol the server chose; `None` when it chose none.
+    /// The ALPN protocol the server chose; `None` when it chose none (and always over DTLS,
+    /// where the probe offers none).
     pub alpn: Option<String>,
     /// From the ClientHello to the end of the handshake.
     pub took: Duration,
@@ -344,6 +451,8 @@ pub enum Failure {
     NotTls(String),
     /// The server closed the connection during the handshake.
     Closed,
+    /// DTLS: the host answered with ICMP port unreachable.
+    PortUnreachable,
     /// No answer within the timeout.
     Timeout(Duration),
     /// Anything else.
@@ -353,6 +462,8 @@ pub enum Failure {
 /// A failed handshake, with what could still be learnt.
 #[derive(Clone, Debug)]
 pub struct TlsFailure {
+    /// TLS or DTLS.
+    pub protocol: Protocol,
     /// Why it failed.
     pub failure: Failure,
     /// How long it ran.
@@ -361,19 +472,26 @@ pub struct TlsFailure {
     pub certificate: Option<CertInfo>,
     /// Why this host has no roots, when that is part of the story.
     pub roots_problem: Option<String>,
-    /// Whether the port answers a STUN Binding request over plain TCP, when the handshake
-    /// failed as if the server spoke no TLS there; set by the caller that tried.
+    /// Whether the port answers a STUN Binding request over plain TCP (for DTLS, plain
+    /// UDP), when the handshake failed as if the server spoke no TLS there; set by the caller
+    /// that tried.
     pub plain_stun: Option<bool>,
+    /// The certificate was verified without the intermediates the server sent (DTLS 1.3
+    /// encrypts them out of the probe's sight).
+    pub leaf_only: bool,
 }
 
 impl TlsFailure {
-    fn new(failure: Failure, took: Duration) -> TlsFailure {
+    /// A failure of a `protocol` handshake that ran for `took`.
+    pub fn new(failure: Failure, took: Duration, protocol: Protocol) -> TlsFailure {
         TlsFailure {
+            protocol,
             failure,
             took,
             certificate: None,
             roots_problem: None,
             plain_stun: None,
+            leaf_only: false,
         }
     }
 
@@ -384,157 +502,6 @@ impl TlsFailure {
             self.failure,
             Failure::NotTls(_) | Failure::Closed | Failure::Timeout(_)
         )
-    }
-
-    /// The cause in plain words with what to do, for a client connecting to `host`.
-    pub fn explain(&self, host: &str) -> String {
-        let mut text = match &self.failure {
-            Failure::Certificate(error) => explain_certificate(error, self, host),
-            Failure::Alert(AlertDescription::NoApplicationProtocol) => {
-                "the server refused the ALPN protocol stun.turn (RFC 7443) with a \
-                 no_application_protocol alert: it expects another protocol on this port"
-                    .into()
-            }
-            Failure::Alert(
-                alert @ (AlertDescription::HandshakeFailure
-                | AlertDescription::ProtocolVersion
-                | AlertDescription::InsufficientSecurity
-                | AlertDescription::IllegalParameter),
-            ) => format!(
-                "the server ended the handshake with a {alert:?} alert: it shares no protocol \
-                 version or cipher suite with this probe (TLS 1.2 and 1.3 with current \
-                 ciphers, as browsers); a server that offers only TLS 1.0/1.1 or old ciphers \
-                 is refused by browsers too"
-            ),
-            Failure::Alert(alert) => {
-                format!("the server ended the handshake with a {alert:?} alert")
-            }
-            Failure::Alpn => "the server chose an ALPN protocol other than the stun.turn \
-                              offered: it is not a STUN/TURN server"
-                .into(),
-            Failure::NotTls(what) => format!(
-                "the server answered the TLS ClientHello with something that is not TLS \
-                 ({what}): it speaks another protocol on this port"
-            ),
-            Failure::Closed => "the server closed the connection during the TLS handshake: \
-                                it speaks no TLS on this port, or it refused this client"
-                .into(),
-            Failure::Timeout(waited) => format!(
-                "no answer to the TLS ClientHello in {:.1} s: the server accepted the TCP \
-                 connection but speaks no TLS on it (plain STUN over TCP waits for a STUN \
-                 message), or it is overloaded",
-                waited.as_secs_f64()
-            ),
-            Failure::Other(error) => format!("the TLS handshake failed: {error}"),
-        };
-        if self.plain_stun == Some(true) {
-            text.push_str(
-                ". This port answers STUN over plain TCP: it is a turn:HOST:PORT?transport=tcp \
-                 port; TLS (turns:) is usually on port 5349",
-            );
-        }
-        text
-    }
-}
-
-/// The likely cause and fix of a refused certificate.
-fn explain_certificate(error: &CertificateError, failure: &TlsFailure, host: &str) -> String {
-    let now = unix_now();
-    let self_signed = failure.certificate.as_ref().is_some_and(|c| c.self_issued);
-    match error {
-        CertificateError::UnknownIssuer => {
-            let mut text = "the certificate is not signed by an authority this host trusts \
-                            (unknown issuer)"
-                .to_owned();
-            if self_signed {
-                text.push_str(", it is self-signed");
-            }
-            text.push_str(
-                ": clients refuse it as well. Use a certificate from a public CA (for example \
-                 Let's Encrypt) with its intermediate certificates; to probe a server with a \
-                 private CA or a test certificate, pass that certificate with --ca FILE (or \
-                 --insecure to look past it)",
-            );
-            if let Some(problem) = &failure.roots_problem {
-                text.push_str(&format!("; note: {problem}"));
-            }
-            text
-        }
-        CertificateError::NotValidForNameContext { presented, .. } => {
-            // The certificate's own subjectAltName reads better than rustls' debug forms.
-            let names = match &failure.certificate {
-                Some(certificate) if !certificate.names.is_empty() => certificate.names.clone(),
-                _ => presented.clone(),
-            };
-            format!(
-                "the certificate is not valid for {host}: it names {}; clients connecting to \
-                 {host} refuse it. Get a certificate that names {host}, or give clients a URI \
-                 with one of its names",
-                if names.is_empty() {
-                    "nothing usable".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            )
-        }
-        CertificateError::NotValidForName => format!(
-            "the certificate is not valid for {host}: clients connecting to {host} refuse it; \
-             get a certificate that names {host}"
-        ),
-        CertificateError::ExpiredContext { not_after, .. } => {
-            let not_after = i64::try_from(not_after.as_secs()).unwrap_or(i64::MAX);
-            format!(
-                "the certificate expired on {} ({} days ago): clients refuse it; renew it \
-                 (for example `certbot renew`) and make the server load the new one",
-                cert::date(not_after),
-                (now - not_after).div_euclid(86_400)
-            )
-        }
-        CertificateError::Expired => "the certificate has expired: clients refuse it; renew \
-                                      it and make the server load the new one"
-            .into(),
-        CertificateError::NotValidYetContext { not_before, .. } => format!(
-            "the certificate is not valid before {}: this host's clock is wrong, or the \
-             certificate was installed early",
-            cert::date(i64::try_from(not_before.as_secs()).unwrap_or(i64::MAX))
-        ),
-        CertificateError::NotValidYet => "the certificate is not valid yet: this host's clock \
-                                          is wrong, or the certificate was installed early"
-            .into(),
-        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-            "the certificate is not for TLS servers (its extended key usage lacks \
-             serverAuth): clients refuse it"
-                .into()
-        }
-        other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-            "the server presents a CA certificate (basicConstraints CA:TRUE) as its own: clients \
-             refuse it. `openssl req -x509` makes such certificates unless given `-addext \
-             basicConstraints=critical,CA:FALSE`; better, sign a server certificate with the CA"
-                .into()
-        }
-        other => format!("the certificate is invalid ({other:?}): clients refuse it"),
-    }
-}
-
-/// The short reason a certificate verification gives.
-fn short_reason(error: &rustls::Error) -> String {
-    match error {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "unknown issuer".into()
-        }
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => "not valid for this name".into(),
-        rustls::Error::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        ) => "expired".into(),
-        rustls::Error::InvalidCertificate(other)
-            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
-        {
-            "a CA certificate used as the server's own".into()
-        }
-        rustls::Error::InvalidCertificate(other) => format!("{other:?}"),
-        other => other.to_string(),
     }
 }
 
@@ -563,8 +530,9 @@ fn classify(error: &io::Error) -> Failure {
     }
 }
 
-/// The `tls` and `tls-certificate` checks of a handshake that succeeded.
+/// The `tls` (or `dtls`) and `tls-certificate` checks of a handshake that succeeded.
 pub fn checks(label: &str, handshake: &Handshake) -> Vec<Check> {
+    let protocol = handshake.protocol;
     let mut value = handshake.version.clone();
     for part in [&handshake.cipher_suite, &handshake.group]
         .into_iter()
@@ -572,13 +540,15 @@ pub fn checks(label: &str, handshake: &Handshake) -> Vec<Check> {
     {
         value.push_str(&format!(", {part}"));
     }
-    match &handshake.alpn {
-        Some(alpn) => value.push_str(&format!(", ALPN {alpn}")),
-        None => value.push_str(", no ALPN (the server ignored stun.turn)"),
+    match (&handshake.alpn, protocol) {
+        (Some(alpn), _) => value.push_str(&format!(", ALPN {alpn}")),
+        (None, Protocol::Tls) => value.push_str(", no ALPN (the server ignored stun.turn)"),
+        // The DTLS library offers no ALPN.
+        (None, Protocol::Dtls) => {}
     }
     value.push_str(&format!(", {} ms", millis(handshake.took)));
-    let tls = Check::pass(label, TLS, value)
-        .with_metric("tls_handshake_seconds", handshake.took.as_secs_f64());
+    let tls = Check::pass(label, protocol.check(), value)
+        .with_metric(protocol.metric(), handshake.took.as_secs_f64());
     let now = unix_now();
     let described = handshake.certificate.as_ref().map_or_else(
         || "(certificate not readable)".to_owned(),
@@ -613,16 +583,18 @@ pub fn checks(label: &str, handshake: &Handshake) -> Vec<Check> {
     vec![tls, certificate]
 }
 
-/// The `tls` and `tls-certificate` checks of a failed handshake with `host`.
+/// The `tls` (or `dtls`) and `tls-certificate` checks of a failed handshake with `host`.
 pub fn failed_checks(label: &str, failure: &TlsFailure, host: &str) -> Vec<Check> {
+    let protocol = failure.protocol;
+    let handshake = protocol.check();
     let explanation = failure.explain(host);
     let value = match &failure.failure {
         Failure::Certificate(_) => "certificate refused".to_owned(),
-        Failure::Timeout(_) => "no handshake".to_owned(),
+        Failure::Timeout(_) | Failure::PortUnreachable => "no handshake".to_owned(),
         _ => format!("failed after {} ms", millis(failure.took)),
     };
-    let tls = Check::fail(label, TLS, value, explanation)
-        .with_metric("tls_handshake_seconds", failure.took.as_secs_f64());
+    let tls = Check::fail(label, handshake, value, explanation)
+        .with_metric(protocol.metric(), failure.took.as_secs_f64());
     let certificate = match (&failure.failure, &failure.certificate) {
         (Failure::Certificate(error), certificate) => {
             let described = certificate.as_ref().map_or_else(
@@ -634,14 +606,14 @@ pub fn failed_checks(label: &str, failure: &TlsFailure, host: &str) -> Vec<Check
                 label,
                 TLS_CERTIFICATE,
                 described,
-                format!("refused: {reason} (see tls)"),
+                format!("refused: {reason} (see {handshake})"),
             )
         }
         (_, Some(certificate)) => {
             let mut check = Check::skip(
                 label,
                 TLS_CERTIFICATE,
-                "the handshake failed after the certificate (see tls)",
+                format!("the handshake failed after the certificate (see {handshake})"),
             );
             check.value = certificate.describe(unix_now());
             check
@@ -649,7 +621,7 @@ pub fn failed_checks(label: &str, failure: &TlsFailure, host: &str) -> Vec<Check
         (_, None) => Check::skip(
             label,
             TLS_CERTIFICATE,
-            "the handshake failed before a certificate came (see tls)",
+            format!("the handshake failed before a certificate came (see {handshake})"),
         ),
     };
     vec![tls, certificate]
@@ -666,7 +638,7 @@ mod tests {
     use super::*;
 
     fn failure(failure: Failure) -> TlsFailure {
-        TlsFailure::new(failure, Duration::from_millis(3))
+        TlsFailure::new(failure, Duration::from_millis(3), Protocol::Tls)
     }
 
     #[test]
@@ -708,6 +680,65 @@ mod tests {
         let alert = failure(Failure::Alert(AlertDescription::ProtocolVersion));
         assert!(alert.explain("h").contains("TLS 1.2 and 1.3"));
         assert!(!alert.maybe_plain());
+    }
+
+    #[test]
+    fn dtls_failures_speak_of_udp_and_name_the_dtls_check() {
+        let dtls = |failure| TlsFailure::new(failure, Duration::from_millis(3), Protocol::Dtls);
+        let mut timeout = dtls(Failure::Timeout(Duration::from_secs(2)));
+        assert!(timeout.maybe_plain());
+        timeout.plain_stun = Some(true);
+        let text = timeout.explain("h");
+        assert!(
+            text.starts_with("no answer to the DTLS ClientHello in 2.0 s"),
+            "{text}"
+        );
+        assert!(text.contains("answers STUN over plain UDP"), "{text}");
+        let text = dtls(Failure::PortUnreachable).explain("h");
+        assert!(text.contains("ICMP port unreachable"), "{text}");
+        let text = dtls(Failure::Alert(AlertDescription::HandshakeFailure)).explain("h");
+        assert!(text.contains("RSA certificate"), "{text}");
+        let mut unknown = dtls(Failure::Certificate(CertificateError::UnknownIssuer));
+        let text = unknown.explain("h");
+        assert!(
+            !text.contains("intermediate certificates it sends"),
+            "{text}"
+        );
+        unknown.leaf_only = true;
+        let text = unknown.explain("h");
+        assert!(text.contains("DTLS 1.3 encrypts them"), "{text}");
+
+        let label = "turns:h:5349?transport=udp";
+        let checks = failed_checks(label, &dtls(Failure::PortUnreachable), "h");
+        assert_eq!(checks[0].name, crate::dtls::DTLS);
+        assert_eq!(checks[0].value, "no handshake");
+        assert_eq!(checks[0].metrics[0].name, "dtls_handshake_seconds");
+        assert_eq!(
+            checks[1].explanation.as_deref(),
+            Some("the handshake failed before a certificate came (see dtls)")
+        );
+    }
+
+    #[test]
+    fn a_dtls_handshake_is_reported_without_alpn() {
+        let handshake = Handshake {
+            protocol: Protocol::Dtls,
+            version: "DTLS 1.2".into(),
+            cipher_suite: Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()),
+            group: Some("X25519".into()),
+            alpn: None,
+            took: Duration::from_millis(4),
+            certificate: None,
+            verification: Verification::Verified("1 --ca certificate".into()),
+        };
+        let checks = checks("turns:h:5349?transport=udp", &handshake);
+        assert_eq!(checks[0].name, crate::dtls::DTLS);
+        assert_eq!(
+            checks[0].value,
+            "DTLS 1.2, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, X25519, 4.00 ms"
+        );
+        assert_eq!(checks[1].name, TLS_CERTIFICATE);
+        assert_eq!(checks[1].status, crate::report::Status::Pass);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The TURN checks: an allocation, its relayed address, a second allocation as the peer,
 //! data relayed from one to the other in Send indications and then over a channel, a Refresh
 //! and the release of both. Each allocation has its own UDP socket or, for TCP and TLS URIs,
-//! its own connection; the relay itself is UDP either way.
+//! its own connection, for DTLS URIs its own association; the relay itself is UDP either
+//! way.
 //!
 //! The probe is its own peer: datagrams leave allocation A, cross the server from A's relayed
 //! address to B's and come back to the probe through B, so one clock times the whole trip
@@ -80,7 +81,7 @@ pub async fn turn(target: &Target, settings: &Settings) -> Vec<Check> {
 struct Run<'a> {
     label: String,
     target: &'a Target,
-    /// How allocations reach the server: UDP, TCP or TLS, as the URI says.
+    /// How allocations reach the server: UDP, TCP, TLS or DTLS, as the URI says.
     dialer: Dialer,
     settings: &'a Settings,
     credentials: &'a Credentials,

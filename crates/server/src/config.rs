@@ -24,8 +24,8 @@ mod values;
 
 pub use flags::Flags;
 pub use values::{
-    InvalidValue, LogLevel, MIN_SECRET_LEN, PortRange, SECRET_PLACEHOLDER, Secret, User,
-    UserCredential,
+    InvalidValue, ListenOrNone, LogLevel, MIN_SECRET_LEN, PortRange, SECRET_PLACEHOLDER, Secret,
+    User, UserCredential,
 };
 
 /// The longest allocation lifetime RFC 8656 §7.2 lets a server grant, in seconds.
@@ -57,6 +57,14 @@ pub struct Config {
     /// `tls-key` set, each `listen` IP on port 5349 (RFC 8656 §18). Port 443 gets through
     /// firewalls that allow only HTTPS. Flag `--tls-listen ADDR`, repeatable.
     pub tls_listen: Vec<SocketAddr>,
+
+    /// Addresses to listen on for STUN and TURN over DTLS (UDP). Default: with `tls-cert` and
+    /// `tls-key` set, the TLS addresses in effect, over UDP (as coturn does), if the
+    /// certificate is ECDSA P-256 or P-384, which DTLS needs (with another key, a warning and
+    /// no DTLS); otherwise none. An empty list turns DTLS off; a list given with a certificate
+    /// DTLS cannot use is an error at start. Flag `--dtls-listen ADDR`, repeatable;
+    /// `--dtls-listen none` turns DTLS off.
+    pub dtls_listen: Option<Vec<SocketAddr>>,
 
     /// The TLS certificate chain, PEM, leaf first. Read again on SIGHUP and when the file
     /// changes; open connections keep their session. Default none. Flag `--tls-cert FILE`.
@@ -134,6 +142,11 @@ pub struct Config {
     /// and do not name the server. Flag `--software`.
     pub software: Option<String>,
 
+    /// Grant TCP allocations (RFC 6062: TCP peers, Connect and ConnectionBind) to clients on
+    /// TCP or TLS; when off, such an Allocate is answered 442, as coturn's `no-tcp-relay`
+    /// does. Default true. Flag `--no-tcp-relay` turns it off.
+    pub tcp_relay: bool,
+
     /// Allocations one user may hold at once; one more is refused with 486. Default 10. Flag
     /// `--user-quota`.
     pub user_quota: u32,
@@ -168,17 +181,18 @@ pub struct Config {
     /// with a fresh one. Default 600. Flag `--nonce-lifetime`.
     pub nonce_lifetime: u32,
 
-    /// TCP and TLS connections open at once; more are closed as soon as they are accepted.
-    /// Default 10000. Flag `--max-connections`.
+    /// TCP and TLS connections and DTLS sessions open at once; more are closed as soon as
+    /// they are accepted (a DTLS session once its client has returned the cookie). Default
+    /// 10000. Flag `--max-connections`.
     pub max_connections: u32,
 
-    /// Seconds a TCP or TLS connection without an allocation may stay silent before it is
-    /// closed; a connection with an allocation lives as long as its allocation. Default 60.
+    /// Seconds a TCP, TLS or DTLS connection without an allocation may stay silent before it
+    /// is closed; a connection with an allocation lives as long as its allocation. Default 60.
     /// Flag `--idle-timeout`.
     pub idle_timeout: u32,
 
-    /// Seconds a TCP or TLS connection may hold half a frame before it is closed (slowloris).
-    /// Default 10. Flag `--frame-timeout`.
+    /// Seconds a TCP or TLS connection may hold half a frame, and a TLS or DTLS handshake may
+    /// take, before it is closed (slowloris). Default 10. Flag `--frame-timeout`.
     pub frame_timeout: u32,
 
     /// The longest STUN message or ChannelData frame accepted on TCP and TLS, in bytes; a
@@ -201,6 +215,7 @@ impl Default for Config {
         Config {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
             tls_listen: Vec::new(),
+            dtls_listen: None,
             tls_cert: None,
             tls_key: None,
             proxy_protocol: false,
@@ -218,6 +233,7 @@ impl Default for Config {
             threads: None,
             log_level: LogLevel::Info,
             software: None,
+            tcp_relay: true,
             user_quota: 10,
             total_quota: 10_000,
             max_permissions: 64,
@@ -316,6 +332,17 @@ impl Config {
         addresses
     }
 
+    /// The DTLS listen addresses asked for: `dtls-listen`, or, with a certificate and no
+    /// `dtls-listen`, the TLS listen addresses in effect. Whether the certificate can serve
+    /// DTLS is only known once it is loaded.
+    pub fn effective_dtls_listen(&self) -> Vec<SocketAddr> {
+        match &self.dtls_listen {
+            Some(addresses) => addresses.clone(),
+            None if self.tls_cert.is_some() => self.effective_tls_listen(),
+            None => Vec::new(),
+        }
+    }
+
     /// Legal but probably unintended settings, one sentence each, for the operator to see.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -342,6 +369,14 @@ impl Config {
         let mut out = Printer(String::new());
         out.list("listen", self.listen.iter().map(quote));
         out.list("tls-listen", self.tls_listen.iter().map(quote));
+        match &self.dtls_listen {
+            Some(addresses) => out.list("dtls-listen", addresses.iter().map(quote)),
+            None => out.optional(
+                "dtls-listen",
+                None,
+                "the TLS addresses, over UDP, when the certificate is ECDSA",
+            ),
+        }
         out.optional(
             "tls-cert",
             self.tls_cert.as_ref().map(|p| quote(p.display())),
@@ -390,6 +425,7 @@ impl Config {
             self.software.as_deref().map(quote),
             "no SOFTWARE",
         );
+        out.raw("tcp-relay", self.tcp_relay);
         out.0.push_str("\n# Limits\n");
         out.raw("user-quota", self.user_quota);
         out.raw("total-quota", self.total_quota);
@@ -478,6 +514,10 @@ impl Config {
         list!(listen => "listen", tls_listen => "tls-listen", users => "users",
               auth_secrets => "auth-secrets", allow_peers => "allow-peers",
               deny_peers => "deny-peers", alternate_servers => "alternate-servers");
+        if !flags.dtls_listen.is_empty() {
+            self.dtls_listen = Some(flags.dtls_listen.iter().filter_map(|a| a.0).collect());
+            set.push("dtls-listen");
+        }
         optional!(relay_ip => "relay-ip", external_ip => "external-ip",
                   other_address => "other-address", metrics => "metrics", threads => "threads",
                   software => "software", tls_cert => "tls-cert", tls_key => "tls-key");
@@ -490,6 +530,10 @@ impl Config {
                proxy_protocol => "proxy-protocol", max_connections => "max-connections",
                idle_timeout => "idle-timeout", frame_timeout => "frame-timeout",
                max_frame => "max-frame");
+        if flags.no_tcp_relay {
+            self.tcp_relay = false;
+            set.push("tcp-relay");
+        }
         set
     }
 
@@ -559,6 +603,9 @@ impl Config {
             (None, None) if !self.tls_listen.is_empty() => {
                 return fail("tls-listen", "needs tls-cert and tls-key");
             }
+            (None, None) if self.dtls_listen.as_ref().is_some_and(|l| !l.is_empty()) => {
+                return fail("dtls-listen", "needs tls-cert and tls-key");
+            }
             _ => {}
         }
         if let Some(addr) = self
@@ -598,6 +645,7 @@ fn flag_name(key: &str) -> &str {
         "allow-peers" => "allow-peer",
         "deny-peers" => "deny-peer",
         "alternate-servers" => "alternate-server",
+        "tcp-relay" => "no-tcp-relay",
         key => key,
     }
 }

@@ -12,6 +12,7 @@
 
 mod batch;
 pub mod config;
+mod dtls;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;

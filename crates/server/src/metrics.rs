@@ -32,6 +32,7 @@ use icebreaker_wire::{ErrorCode, Method};
 use crate::stream::CloseReason;
 
 mod http;
+mod tcp_relay;
 
 pub use http::{MAX_REQUEST_HEAD, METRICS_CONTENT_TYPE, REQUEST_DEADLINE, serve_http};
 
@@ -58,7 +59,7 @@ impl Direction {
 
 /// Error codes whose request series are exported before any such answer: those the TURN core
 /// answers with, and 500, which the alert rules watch.
-pub const EXPORTED_ERRORS: [ErrorCode; 13] = [
+pub const EXPORTED_ERRORS: [ErrorCode; 15] = [
     ErrorCode::BAD_REQUEST,
     ErrorCode::UNAUTHENTICATED,
     ErrorCode::FORBIDDEN,
@@ -70,6 +71,8 @@ pub const EXPORTED_ERRORS: [ErrorCode; 13] = [
     ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
     ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH,
     ErrorCode::ALLOCATION_QUOTA_REACHED,
+    ErrorCode::CONNECTION_ALREADY_EXISTS,
+    ErrorCode::CONNECTION_TIMEOUT_OR_FAILURE,
     ErrorCode::SERVER_ERROR,
     ErrorCode::INSUFFICIENT_CAPACITY,
 ];
@@ -188,6 +191,9 @@ impl WorkerMetrics {
             }
             Event::PeerDenied { reason, .. } => bump(&cells.peer_denied, *reason as usize),
             Event::AuthFailed { reason, .. } => bump(&cells.auth_failures, *reason as usize),
+            Event::PeerConnectionOpened { .. } | Event::PeerConnectionClosed { .. } => {
+                cells.tcp.record(event);
+            }
         }
     }
 
@@ -201,6 +207,13 @@ impl WorkerMetrics {
         }
     }
 
+    /// Counts `bytes` spliced one way between a data connection and its peer connection
+    /// (RFC 6062).
+    #[inline]
+    pub fn tcp_relayed(&self, direction: Direction, bytes: usize) {
+        self.cells.tcp.relayed(direction, bytes);
+    }
+
     /// Counts one STUN Binding request answered over `transport`, from an IPv6 client or not.
     pub fn binding(&self, transport: ClientTransport, ipv6: bool) {
         bump(
@@ -209,7 +222,8 @@ impl WorkerMetrics {
         );
     }
 
-    /// Counts a TCP or TLS connection accepted over `transport`.
+    /// Counts a TCP or TLS connection accepted, or a DTLS session whose client proved its
+    /// address, over `transport`.
     pub(crate) fn connection_opened(&self, transport: ClientTransport) {
         let t = transport_slot(transport);
         bump(&self.cells.connections_opened, t);
@@ -236,11 +250,13 @@ impl WorkerMetrics {
     }
 }
 
-const METHODS: [&str; 5] = [
+const METHODS: [&str; 7] = [
     "Allocate",
     "Refresh",
     "CreatePermission",
     "ChannelBind",
+    "Connect",
+    "ConnectionBind",
     "other",
 ];
 
@@ -268,7 +284,9 @@ fn method_slot(method: Method) -> usize {
         Method::REFRESH => 1,
         Method::CREATE_PERMISSION => 2,
         Method::CHANNEL_BIND => 3,
-        _ => 4,
+        Method::CONNECT => 4,
+        Method::CONNECTION_BIND => 5,
+        _ => 6,
     }
 }
 
@@ -344,9 +362,10 @@ struct Cells {
     connections_opened: [AtomicU64; TRANSPORTS.len()],
     connections_open: [AtomicI64; TRANSPORTS.len()],
     connections_closed: [AtomicU64; TRANSPORTS.len() * CloseReason::ALL.len()],
-    /// Method-major: `method_slot * RESULTS + result_slot`. 16 KiB, the price of finding any
+    /// Method-major: `method_slot * RESULTS + result_slot`. 22 KiB, the price of finding any
     /// error code's slot without a map.
     requests: [AtomicU64; METHODS.len() * RESULTS],
+    tcp: tcp_relay::TcpCells,
 }
 
 impl Cells {
@@ -366,6 +385,7 @@ impl Cells {
             connections_closed: [const { AtomicU64::new(0) };
                 TRANSPORTS.len() * CloseReason::ALL.len()],
             requests: [const { AtomicU64::new(0) }; METHODS.len() * RESULTS],
+            tcp: tcp_relay::TcpCells::new(),
         }
     }
 }
@@ -386,6 +406,7 @@ struct Totals {
     connections_open: [i64; TRANSPORTS.len()],
     connections_closed: [u64; TRANSPORTS.len() * CloseReason::ALL.len()],
     requests: Vec<u64>,
+    tcp: tcp_relay::TcpTotals,
 }
 
 impl Default for Totals {
@@ -404,6 +425,7 @@ impl Default for Totals {
             connections_open: [0; TRANSPORTS.len()],
             connections_closed: [0; TRANSPORTS.len() * CloseReason::ALL.len()],
             requests: vec![0; METHODS.len() * RESULTS],
+            tcp: tcp_relay::TcpTotals::default(),
         }
     }
 }
@@ -428,6 +450,7 @@ impl Totals {
         add_all(&mut self.requests, &cells.requests);
         add_all(&mut self.connections_opened, &cells.connections_opened);
         add_all(&mut self.connections_closed, &cells.connections_closed);
+        self.tcp.add(&cells.tcp, live);
         if live {
             for (sum, cell) in self
                 .connections_open
@@ -476,13 +499,18 @@ impl Totals {
             }
         }
 
-        // UDP has no connections; DTLS sessions will be counted here too.
-        let streams = [ClientTransport::Tcp, ClientTransport::Tls];
+        // UDP has no connections; a DTLS session counts as one.
+        let streams = [
+            ClientTransport::Tcp,
+            ClientTransport::Tls,
+            ClientTransport::Dtls,
+        ];
         let name = "icebreaker_connections_opened_total";
         out.family(
             name,
             "counter",
-            "TCP and TLS connections accepted, by transport.",
+            "TCP and TLS connections accepted and DTLS sessions past the cookie exchange, by \
+             transport.",
         );
         for transport in streams {
             let value = self.connections_opened[transport_slot(transport)];
@@ -492,7 +520,7 @@ impl Totals {
         out.family(
             name,
             "gauge",
-            "TCP and TLS connections open now, by transport.",
+            "TCP and TLS connections and DTLS sessions open now, by transport.",
         );
         for transport in streams {
             let value = self.connections_open[transport_slot(transport)];
@@ -502,9 +530,10 @@ impl Totals {
         out.family(
             name,
             "counter",
-            "TCP and TLS connections closed, by transport and reason (peer: the client or \
-             network closed it; idle, slow_frame, frame_too_long, bad_frame, tls, proxy_protocol, \
-             limit, backlog: the server did).",
+            "TCP and TLS connections and DTLS sessions closed, by transport and reason (peer: \
+             the client or network closed it; idle, slow_frame, frame_too_long, bad_frame, tls, \
+             proxy_protocol, limit, backlog, throttled: the server did; peer_connection: a data \
+             connection whose peer connection or allocation ended).",
         );
         for transport in streams {
             let t = transport_slot(transport);
@@ -556,7 +585,7 @@ impl Totals {
             name,
             "counter",
             "TURN allocations ended, by reason (refresh: the client ended it; expired: its \
-             lifetime ran out; connection_closed: its TCP or TLS connection closed).",
+             lifetime ran out; connection_closed: its TCP, TLS or DTLS connection closed).",
         );
         for (reason, &value) in DELETE_REASONS.iter().zip(&self.allocations_deleted) {
             out.sample(name, &[("reason", reason)], value);
@@ -598,6 +627,8 @@ impl Totals {
         for (direction, &value) in Direction::ALL.iter().zip(&self.relayed_bytes) {
             out.sample(name, &[("direction", direction.as_str())], value);
         }
+
+        self.tcp.encode(&mut out);
 
         let name = "icebreaker_turn_relay_ports_in_use";
         out.family(name, "gauge", "Relay ports bound now.");

@@ -542,6 +542,33 @@ mod tests {
         );
     }
 
+    /// A PROXY header over TCP of `family_transport` (0x11 IPv4, 0x21 IPv6) from the source and
+    /// destination given as their bytes and as the addresses they must parse to, followed by
+    /// `tlvs`, with the result it must parse to.
+    fn proxied(
+        family_transport: u8,
+        (src, source): (&[u8], IpAddr),
+        (dst, destination): (&[u8], IpAddr),
+        sport: u16,
+        dport: u16,
+        tlvs: &[u8],
+    ) -> (Vec<u8>, ProxyHeader) {
+        let mut rest = [src, dst, &sport.to_be_bytes(), &dport.to_be_bytes()].concat();
+        rest.extend_from_slice(tlvs);
+        let bytes = header(
+            0x21,
+            family_transport,
+            u16::try_from(rest.len()).unwrap(),
+            &rest,
+        );
+        let parsed = ProxyHeader::Proxy {
+            len: bytes.len(),
+            source: SocketAddr::new(source, sport),
+            destination: SocketAddr::new(destination, dport),
+        };
+        (bytes, parsed)
+    }
+
     /// A valid header of any kind, with the result it must parse to.
     fn valid_header() -> impl Strategy<Value = (Vec<u8>, ProxyHeader)> {
         let tlvs = proptest::collection::vec(any::<u8>(), 0..=MAX_TLV_LEN);
@@ -559,38 +586,26 @@ mod tests {
         );
         prop_oneof![
             (tcp4, tlvs.clone()).prop_map(|((src, dst, sport, dport), tlvs)| {
-                let mut rest = [
-                    &src[..],
-                    &dst[..],
-                    &sport.to_be_bytes(),
-                    &dport.to_be_bytes(),
-                ]
-                .concat();
-                rest.extend_from_slice(&tlvs);
-                let bytes = header(0x21, 0x11, u16::try_from(rest.len()).unwrap(), &rest);
-                let parsed = ProxyHeader::Proxy {
-                    len: bytes.len(),
-                    source: SocketAddr::new(Ipv4Addr::from(src).into(), sport),
-                    destination: SocketAddr::new(Ipv4Addr::from(dst).into(), dport),
-                };
-                (bytes, parsed)
+                let (source, destination) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
+                proxied(
+                    0x11,
+                    (&src, source.into()),
+                    (&dst, destination.into()),
+                    sport,
+                    dport,
+                    &tlvs,
+                )
             }),
             (tcp6, tlvs.clone()).prop_map(|((src, dst, sport, dport), tlvs)| {
-                let mut rest = [
-                    &src[..],
-                    &dst[..],
-                    &sport.to_be_bytes(),
-                    &dport.to_be_bytes(),
-                ]
-                .concat();
-                rest.extend_from_slice(&tlvs);
-                let bytes = header(0x21, 0x21, u16::try_from(rest.len()).unwrap(), &rest);
-                let parsed = ProxyHeader::Proxy {
-                    len: bytes.len(),
-                    source: SocketAddr::new(Ipv6Addr::from(src).into(), sport),
-                    destination: SocketAddr::new(Ipv6Addr::from(dst).into(), dport),
-                };
-                (bytes, parsed)
+                let (source, destination) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+                proxied(
+                    0x21,
+                    (&src, source.into()),
+                    (&dst, destination.into()),
+                    sport,
+                    dport,
+                    &tlvs,
+                )
             }),
             (
                 prop_oneof![Just(0x00u8), Just(0x10), Just(0x11), Just(0x21), Just(0x22)],

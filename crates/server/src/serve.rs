@@ -19,11 +19,14 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Flags, UserCredential};
+use crate::dtls::{DtlsSettings, MAX_UNVERIFIED, NEW_SESSIONS_PER_SECOND};
 use crate::metrics::Metrics;
 use crate::net::{self, ListenProtocol};
 use crate::stream::StreamLimits;
 use crate::tls::CertificateStore;
-use crate::worker::{Control, ListenAddresses, StreamSettings, Worker};
+use crate::worker::{
+    Control, Crew, ListenAddresses, Sibling, StreamSettings, TcpRelayPorts, Worker,
+};
 
 /// How often the certificate files are checked for a renewal.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
@@ -77,21 +80,47 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
         .as_ref()
         .map(|store| crate::tls::server_config(store.clone()))
         .transpose()?;
-    let stream_settings = StreamSettings {
-        limits: StreamLimits {
-            idle_timeout: Duration::from_secs(config.idle_timeout.into()),
-            frame_timeout: Duration::from_secs(config.frame_timeout.into()),
-            max_frame: config.max_frame as usize,
-            channels: if config.rfc5766_channels {
-                icebreaker_wire::ChannelRange::Rfc5766
-            } else {
-                icebreaker_wire::ChannelRange::Rfc8656
-            },
+    let mut startup_warnings = config.warnings();
+    let dtls_listen = dtls_listen(
+        &config,
+        &interfaces,
+        certificates.as_ref(),
+        &mut startup_warnings,
+    )?;
+    for &addr in &dtls_listen {
+        if listen.contains(&addr) {
+            bail!("dtls {addr} is also a UDP listen address: one UDP port cannot serve both");
+        }
+        net::ensure_unused(addr, ListenProtocol::Udp)?;
+    }
+    let limits = StreamLimits {
+        idle_timeout: Duration::from_secs(config.idle_timeout.into()),
+        frame_timeout: Duration::from_secs(config.frame_timeout.into()),
+        max_frame: config.max_frame as usize,
+        channels: if config.rfc5766_channels {
+            icebreaker_wire::ChannelRange::Rfc5766
+        } else {
+            icebreaker_wire::ChannelRange::Rfc8656
         },
+    };
+    let stream_settings = StreamSettings {
+        limits,
         tls,
         proxy_protocol: config.proxy_protocol,
         max_connections: config.max_connections as usize,
         open: Arc::new(AtomicUsize::new(0)),
+    };
+    let dtls_settings = match &certificates {
+        Some(store) if !dtls_listen.is_empty() => Some(DtlsSettings {
+            limits,
+            max_connections: stream_settings.max_connections,
+            // One limit for every kind of connection.
+            open: stream_settings.open.clone(),
+            max_unverified: MAX_UNVERIFIED,
+            new_per_second: NEW_SESSIONS_PER_SECOND,
+            certificates: store.clone(),
+        }),
+        _ => None,
     };
 
     let mut nonce_secret = [0u8; 32];
@@ -102,8 +131,8 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
     let (now, unix_now) = (Instant::now(), unix_time());
 
     let threads = config.worker_threads().get();
-    let mut workers = Vec::with_capacity(threads);
-    for index in 0..threads {
+    let mut built = Vec::with_capacity(threads);
+    for _ in 0..threads {
         let (sender, receiver) = mpsc::channel();
         let core = TurnServer::new(
             core_config.clone(),
@@ -116,15 +145,34 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
             udp: &listen,
             tcp: &tcp_listen,
             tls: &tls_listen,
+            dtls: &dtls_listen,
         };
         let (worker, waker) = Worker::new(
             &addresses,
             stream_settings.clone(),
+            dtls_settings.clone(),
             core,
             binding.clone(),
             metrics.worker(),
             receiver,
         )?;
+        built.push((worker, sender, Arc::new(waker)));
+    }
+    // Any worker may receive a ConnectionBind (RFC 6062) for another's connection, and
+    // hands it over.
+    let crew = Crew {
+        workers: built
+            .iter()
+            .map(|(_, sender, waker)| Sibling {
+                sender: sender.clone(),
+                waker: waker.clone(),
+            })
+            .collect(),
+        ports: TcpRelayPorts::default(),
+    };
+    let mut workers = Vec::with_capacity(threads);
+    for (index, (mut worker, sender, waker)) in built.into_iter().enumerate() {
+        worker.join_crew(index, crew.clone());
         let handle = thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || worker.run())?;
@@ -159,13 +207,14 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
             udp: &listen,
             tcp: &tcp_listen,
             tls: &tls_listen,
+            dtls: &dtls_listen,
         },
         generated.as_deref(),
     );
-    for warning in config.warnings() {
+    for warning in startup_warnings {
         warn!("{warning}");
     }
-    info!(threads, udp = ?listen, tcp = ?tcp_listen, tls = ?tls_listen, "serving");
+    info!(threads, udp = ?listen, tcp = ?tcp_listen, tls = ?tls_listen, dtls = ?dtls_listen, "serving");
 
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .context("cannot install signal handlers")?;
@@ -251,6 +300,35 @@ pub fn run(mut config: Config, source: Source) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The DTLS listen addresses, wildcards expanded, once the certificate is known: DTLS needs an
+/// ECDSA one. Asked for explicitly with another certificate, that is an error; by default, a
+/// warning and no DTLS.
+fn dtls_listen(
+    config: &Config,
+    interfaces: &[IpAddr],
+    certificates: Option<&Arc<CertificateStore>>,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let addresses = net::expand_listen(&config.effective_dtls_listen(), interfaces);
+    let Some(store) = certificates.filter(|_| !addresses.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    match store.dtls_certificate() {
+        Ok(_) => {
+            store.require_dtls();
+            Ok(addresses)
+        }
+        Err(reason) if config.dtls_listen.is_some() => bail!("dtls-listen: {reason}"),
+        Err(reason) => {
+            warnings.push(format!(
+                "no DTLS: {reason}; set dtls-listen = [] to silence this, or use an ECDSA \
+                 certificate"
+            ));
+            Ok(Vec::new())
+        }
+    }
+}
+
 /// With neither users nor REST secrets configured, nobody could use the relay: make one user
 /// with a random password and return the password, to be printed.
 fn generate_user_if_none(config: &mut Config) -> Option<String> {
@@ -327,6 +405,7 @@ pub fn turn_config(
     turn.relay = relay_addresses(config, listen);
     turn.family_fallback = family_fallback(listen);
     turn.alternate_servers = config.alternate_servers.clone();
+    turn.tcp_relay = config.tcp_relay;
 
     let mut own: Vec<IpAddr> = interfaces.to_vec();
     own.extend(listen.iter().map(SocketAddr::ip));
@@ -418,6 +497,7 @@ fn print_banner(config: &Config, listen: &ListenAddresses<'_>, generated_passwor
         ("udp", listen.udp),
         ("tcp", listen.tcp),
         ("tls", listen.tls),
+        ("dtls", listen.dtls),
     ]
     .iter()
     .flat_map(|(name, addresses)| addresses.iter().map(move |a| format!("{name} {a}")))

@@ -33,7 +33,7 @@ pub(crate) enum CloseReason {
     FrameTooLong,
     /// Bytes that are neither STUN nor ChannelData: the stream cannot be resynchronised.
     BadFrame,
-    /// The TLS handshake or a record failed.
+    /// The TLS or DTLS handshake or a record failed.
     Tls,
     /// A missing or malformed PROXY protocol header.
     Proxy,
@@ -43,11 +43,13 @@ pub(crate) enum CloseReason {
     Backlog,
     /// The client kept failing authentication.
     Throttled,
+    /// A data connection (RFC 6062) whose peer connection or allocation ended.
+    PeerConnection,
 }
 
 impl CloseReason {
     /// Every reason, in metric-label order.
-    pub(crate) const ALL: [CloseReason; 10] = [
+    pub(crate) const ALL: [CloseReason; 11] = [
         CloseReason::Peer,
         CloseReason::Idle,
         CloseReason::SlowFrame,
@@ -58,6 +60,7 @@ impl CloseReason {
         CloseReason::Limit,
         CloseReason::Backlog,
         CloseReason::Throttled,
+        CloseReason::PeerConnection,
     ];
 
     /// The metric label.
@@ -73,6 +76,7 @@ impl CloseReason {
             CloseReason::Limit => "limit",
             CloseReason::Backlog => "backlog",
             CloseReason::Throttled => "throttled",
+            CloseReason::PeerConnection => "peer_connection",
         }
     }
 
@@ -182,6 +186,17 @@ enum Preface {
     Done,
 }
 
+/// What a read of a data connection's plaintext found ([`Link::read_plain`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PlainRead {
+    /// Bytes were read, or none were waiting; the client may send more.
+    Open,
+    /// The client finished sending: a FIN, or a TLS close_notify.
+    End,
+    /// The connection failed: a reset, or a TLS record refused.
+    Failed,
+}
+
 /// What arrived on a connection in one read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Arrival {
@@ -233,7 +248,6 @@ impl<S: Read + Write> Link<S> {
     }
 
     /// Bytes waiting to be written.
-    #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.outbox.len()
     }
@@ -336,6 +350,72 @@ impl<S: Read + Write> Link<S> {
             }
         }
         Ok(())
+    }
+
+    /// Reads the plaintext of a data connection (RFC 6062), a raw byte stream, appending it
+    /// to `out` while `out` holds less than `limit` bytes; `scratch` takes the raw bytes, so
+    /// `out` may end up to one `scratch` of plaintext past `limit`. Bytes may still wait in the
+    /// socket when it returns with `out` full: call again once it has room.
+    pub(crate) fn read_plain(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        scratch: &mut [u8],
+    ) -> PlainRead {
+        while out.len() < limit {
+            let n = match self.stream.read(scratch) {
+                Ok(0) => return PlainRead::End,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return PlainRead::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return PlainRead::Failed,
+            };
+            let Some(tls) = self.tls.as_mut() else {
+                out.extend_from_slice(&scratch[..n]);
+                continue;
+            };
+            let mut bytes = &scratch[..n];
+            while !bytes.is_empty() {
+                if tls.read_tls(&mut bytes).is_err() {
+                    return PlainRead::Failed;
+                }
+                let state = tls.process_new_packets();
+                while tls.wants_write() {
+                    if tls.write_tls(&mut self.outbox).is_err() {
+                        break;
+                    }
+                }
+                let Ok(state) = state else {
+                    return PlainRead::Failed;
+                };
+                let mut plain = [0u8; 4096];
+                loop {
+                    match tls.reader().read(&mut plain) {
+                        Ok(0) => break,
+                        Ok(k) => out.extend_from_slice(&plain[..k]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return PlainRead::Failed,
+                    }
+                }
+                if state.peer_has_closed() {
+                    return PlainRead::End;
+                }
+            }
+        }
+        PlainRead::Open
+    }
+
+    /// Queues a TLS close_notify, the end of what the server sends; nothing without TLS, where
+    /// the caller shuts the socket's write side once [`Link::flush`] has emptied the queue.
+    pub(crate) fn close_notify(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            while tls.wants_write() {
+                if tls.write_tls(&mut self.outbox).is_err() {
+                    break;
+                }
+            }
+        }
     }
 
     /// Queues a frame towards the client, encrypted if need be; false when it was dropped

@@ -1,17 +1,23 @@
-//! TURN over TLS: the certificate, read from PEM files and replaced while the server runs, and
-//! the rustls configuration every TLS listener shares.
+//! TURN over TLS and DTLS: the certificate, read from PEM files and replaced while the server
+//! runs, and the rustls configuration every TLS listener shares.
 //!
 //! A renewal (certbot, cert-manager) rewrites the files; the server notices on SIGHUP or when
 //! the files' size or time changes, loads the new pair, and hands it to the next handshakes.
 //! Sessions already open keep theirs: nothing is dropped. A pair that does not load (half
 //! written, key not matching) is refused and the old one stays.
+//!
+//! DTLS (dimpl) signs with ECDSA P-256 or P-384 only. Each load records whether the pair can
+//! serve DTLS; once DTLS listens ([`CertificateStore::require_dtls`]), a pair that cannot is
+//! refused like a broken one, so that a renewal never turns DTLS off behind the operator's back.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
+use dimpl::DtlsCertificate;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -40,13 +46,21 @@ impl FileStamp {
     }
 }
 
+/// One loaded pair: as rustls holds it, and as dimpl takes it (or why it cannot).
+struct Loaded {
+    tls: Arc<CertifiedKey>,
+    dtls: Result<DtlsCertificate, String>,
+}
+
 /// The certificate in use, and where it comes from.
 pub struct CertificateStore {
     cert_path: PathBuf,
     key_path: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Arc<Loaded>>,
     stamp: Mutex<FileStamp>,
     provider: Arc<CryptoProvider>,
+    /// Whether DTLS listens, so that a pair DTLS cannot use is refused.
+    dtls_required: AtomicBool,
 }
 
 impl fmt::Debug for CertificateStore {
@@ -63,22 +77,31 @@ impl CertificateStore {
     pub fn open(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertificateStore> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let stamp = FileStamp::read(cert_path, key_path);
-        let key = load(&provider, cert_path, key_path)?;
+        let loaded = load(&provider, cert_path, key_path)?;
         Ok(CertificateStore {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
-            current: RwLock::new(Arc::new(key)),
+            current: RwLock::new(Arc::new(loaded)),
             stamp: Mutex::new(stamp),
             provider,
+            dtls_required: AtomicBool::new(false),
         })
     }
 
     /// Loads the files again and, if they hold a valid pair, uses it for the next handshakes.
     pub fn reload(&self) -> anyhow::Result<()> {
         let stamp = FileStamp::read(&self.cert_path, &self.key_path);
-        let key = load(&self.provider, &self.cert_path, &self.key_path)?;
+        let loaded = load(&self.provider, &self.cert_path, &self.key_path)?;
+        if let Err(reason) = &loaded.dtls
+            && self.dtls_required.load(Ordering::Relaxed)
+        {
+            bail!(
+                "{} cannot serve DTLS, which is listening: {reason}",
+                self.cert_path.display()
+            );
+        }
         if let Ok(mut current) = self.current.write() {
-            *current = Arc::new(key);
+            *current = Arc::new(loaded);
         }
         if let Ok(mut seen) = self.stamp.lock() {
             *seen = stamp;
@@ -109,13 +132,28 @@ impl CertificateStore {
     /// The leaf certificate in use, DER: for tests and logs.
     pub fn leaf(&self) -> Option<CertificateDer<'static>> {
         let current = self.current.read().ok()?;
-        current.cert.first().cloned()
+        current.tls.cert.first().cloned()
+    }
+
+    /// The pair in use as dimpl takes it, for the next DTLS handshake; `Err` with the reason
+    /// when it is not ECDSA P-256 or P-384.
+    pub fn dtls_certificate(&self) -> Result<DtlsCertificate, String> {
+        let current = self
+            .current
+            .read()
+            .map_err(|_| "the certificate store is poisoned".to_owned())?;
+        current.dtls.clone()
+    }
+
+    /// From now on, refuses to load a pair that DTLS cannot use: DTLS listens.
+    pub fn require_dtls(&self) {
+        self.dtls_required.store(true, Ordering::Relaxed);
     }
 }
 
 impl ResolvesServerCert for CertificateStore {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|current| current.clone())
+        self.current.read().ok().map(|current| current.tls.clone())
     }
 }
 
@@ -134,11 +172,7 @@ pub fn server_config(store: Arc<CertificateStore>) -> anyhow::Result<Arc<rustls:
     Ok(Arc::new(config))
 }
 
-fn load(
-    provider: &CryptoProvider,
-    cert_path: &Path,
-    key_path: &Path,
-) -> anyhow::Result<CertifiedKey> {
+fn load(provider: &CryptoProvider, cert_path: &Path, key_path: &Path) -> anyhow::Result<Loaded> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .with_context(|| format!("{}: cannot read the certificate", cert_path.display()))?
         .collect::<Result<_, _>>()
@@ -148,6 +182,7 @@ fn load(
     }
     let key_der = PrivateKeyDer::from_pem_file(key_path)
         .with_context(|| format!("{}: no PEM private key", key_path.display()))?;
+    let dtls = dtls_pair(&chain[0], key_der.secret_der());
     let key = provider
         .key_provider
         .load_private_key(key_der)
@@ -160,7 +195,31 @@ fn load(
             cert_path.display()
         )
     })?;
-    Ok(certified)
+    Ok(Loaded {
+        tls: Arc::new(certified),
+        dtls,
+    })
+}
+
+/// The leaf and key as dimpl takes them, checked the way it will use them: dimpl panics on a
+/// key it cannot parse, so nothing it would refuse may reach it. It sends the leaf alone,
+/// without the chain.
+fn dtls_pair(leaf: &[u8], key: &[u8]) -> Result<DtlsCertificate, String> {
+    const NOT_ECDSA: &str = "DTLS needs an ECDSA P-256 or P-384 certificate";
+    // dimpl's reason names an ASN.1 detail (an RSA key has no curve parameter): say it plainly.
+    dimpl::crypto::cert_named_group(leaf).map_err(|_| {
+        format!(
+            "{NOT_ECDSA}, and this one's key is not (RSA, Ed25519 and other curves are TLS only)"
+        )
+    })?;
+    dimpl::crypto::rust_crypto::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|error| format!("{NOT_ECDSA}; this private key: {error}"))?;
+    Ok(DtlsCertificate {
+        certificate: leaf.to_vec(),
+        private_key: key.to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -220,6 +279,47 @@ mod tests {
         );
         let missing = CertificateStore::open(&dir.join("none.pem"), &other_key).unwrap_err();
         assert!(format!("{missing:#}").contains("none.pem"), "{missing:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An Ed25519 pair: fine for TLS, not for DTLS, which signs with ECDSA only.
+    fn ed25519_pair(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    #[test]
+    fn an_ecdsa_pair_serves_dtls_and_once_dtls_listens_another_is_refused() {
+        let dir = temp_dir("dtls");
+        let (cert, key, der) = pair(&dir, "localhost");
+        let store = CertificateStore::open(&cert, &key).unwrap();
+        let dtls = store.dtls_certificate().unwrap();
+        assert_eq!(dtls.certificate, der);
+        assert!(!dtls.private_key.is_empty());
+
+        // Without DTLS listening, an Ed25519 renewal is taken: TLS can use it.
+        ed25519_pair(&dir);
+        assert!(store.reload_if_changed().unwrap());
+        let reason = store.dtls_certificate().unwrap_err();
+        assert!(reason.contains("ECDSA P-256 or P-384"), "{reason}");
+
+        let (_, _, ecdsa) = pair(&dir, "again.localhost");
+        assert!(store.reload_if_changed().unwrap());
+        store.require_dtls();
+        ed25519_pair(&dir);
+        let error = format!("{:#}", store.reload_if_changed().unwrap_err());
+        assert!(error.contains("cannot serve DTLS"), "{error}");
+        assert_eq!(store.dtls_certificate().unwrap().certificate, ecdsa);
+        assert_eq!(
+            store.leaf().unwrap().as_ref(),
+            ecdsa,
+            "TLS keeps the old pair too"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,8 +1,11 @@
 //! One worker thread: a mio event loop over its UDP listeners, TCP and TLS listeners and
-//! connections, and relay sockets, driving its own TURN core and the Binding service. Workers
+//! connections, DTLS listeners and sessions, relay sockets, and the listeners and connections
+//! of TCP allocations (RFC 6062), driving its own TURN core and the Binding service. Workers
 //! share no state on the relay path.
 
+mod dtls;
 mod streams;
+mod tcp_relay;
 
 use std::collections::HashMap;
 use std::io;
@@ -22,11 +25,13 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{debug, info, warn};
 
 use crate::batch::{BATCH, HEADROOM, RecvBatch, SendQueue};
+use crate::dtls::{DtlsServer, DtlsSettings};
 use crate::metrics::{Direction, WorkerMetrics};
 use crate::{net, sockopt};
 
 pub(crate) use streams::StreamSettings;
 use streams::{StreamListener, Streams};
+pub(crate) use tcp_relay::{Crew, Sibling, TcpRelayPorts};
 
 /// Messages from the main thread.
 pub(crate) enum Control {
@@ -36,12 +41,17 @@ pub(crate) enum Control {
     Drain,
     /// Leave the event loop.
     Stop,
+    /// A client connection another worker accepted, whose first frame is a ConnectionBind
+    /// (RFC 6062) for a connection of this worker's core.
+    Adopt(Box<streams::Detached>),
 }
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 /// TCP and TLS listener tokens start here, far above any number of UDP listeners.
 const STREAM_LISTENER_BASE: usize = 1 << 16;
+/// DTLS listener tokens start here, far above any number of stream listeners.
+const DTLS_LISTENER_BASE: usize = 1 << 18;
 /// Relay socket tokens start here, far above any number of listeners.
 const RELAY_BASE: usize = 1 << 20;
 /// Connection tokens start here, far above any number of relay sockets (one per port and
@@ -72,6 +82,8 @@ struct RelayTable {
     sockets: RelayMap,
     by_token: Vec<Option<SocketAddr>>,
     free_tokens: Vec<usize>,
+    /// The listeners of TCP allocations (RFC 6062).
+    tcp: tcp_relay::Listeners,
 }
 
 impl RelaySockets for RelayTable {
@@ -114,6 +126,14 @@ impl RelaySockets for RelayTable {
             self.free_tokens.push(slot);
         }
     }
+
+    fn bind_tcp(&mut self, addr: SocketAddr) -> bool {
+        self.tcp.bind(&self.registry, addr)
+    }
+
+    fn release_tcp(&mut self, addr: SocketAddr) {
+        self.tcp.release(&self.registry, addr);
+    }
 }
 
 /// The batched I/O buffers of one worker thread: what one `recvmmsg` brought, and what its
@@ -131,6 +151,8 @@ pub(crate) struct ListenAddresses<'a> {
     pub(crate) tcp: &'a [SocketAddr],
     /// TLS over TCP.
     pub(crate) tls: &'a [SocketAddr],
+    /// DTLS over UDP.
+    pub(crate) dtls: &'a [SocketAddr],
 }
 
 /// Everything one worker thread owns.
@@ -138,7 +160,11 @@ pub(crate) struct Worker {
     poll: Poll,
     listeners: Vec<Listener>,
     streams: Streams,
+    /// DTLS listeners and sessions, when DTLS is on.
+    dtls: Option<dtls::DtlsSide>,
     relays: RelayTable,
+    /// Peer connections of TCP allocations and their data connections.
+    tcp: tcp_relay::TcpRelay,
     core: TurnServer,
     binding: BindingService,
     metrics: WorkerMetrics,
@@ -152,6 +178,7 @@ impl Worker {
     pub(crate) fn new(
         listen: &ListenAddresses<'_>,
         stream_settings: StreamSettings,
+        dtls_settings: Option<DtlsSettings>,
         core: TurnServer,
         binding: BindingService,
         metrics: WorkerMetrics,
@@ -185,6 +212,12 @@ impl Worker {
                 tls,
             });
         }
+        let dtls = match dtls_settings {
+            Some(settings) if !listen.dtls.is_empty() => {
+                Some(dtls_side(poll.registry(), listen.dtls, settings)?)
+            }
+            _ => None,
+        };
         let listen = listen.udp;
         let mut listeners = Vec::with_capacity(listen.len());
         for (i, &addr) in listen.iter().enumerate() {
@@ -206,12 +239,18 @@ impl Worker {
             sockets: RelayMap::default(),
             by_token: Vec::new(),
             free_tokens: Vec::new(),
+            tcp: tcp_relay::Listeners::default(),
         };
+        // As many peer connections per worker as client connections in all: each needs a
+        // data connection to carry anything.
+        let tcp = tcp_relay::TcpRelay::new(stream_settings.max_connections);
         let worker = Worker {
             poll,
             listeners,
             streams: Streams::new(stream_listeners, stream_settings),
+            dtls,
             relays,
+            tcp,
             core,
             binding,
             metrics,
@@ -231,10 +270,15 @@ impl Worker {
         };
         loop {
             let now = Instant::now();
-            let next = [self.core.poll_timeout(), self.streams.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [
+                self.core.poll_timeout(),
+                self.streams.poll_timeout(),
+                self.dtls_poll_timeout(),
+                self.tcp.poll_timeout(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = next.map_or(MAX_WAIT, |at| {
                 at.saturating_duration_since(now).min(MAX_WAIT)
             });
@@ -251,6 +295,7 @@ impl Worker {
                     WAKER => {
                         if !self.handle_control() {
                             self.close_all();
+                            self.close_dtls(&mut io);
                             return Ok(());
                         }
                     }
@@ -261,11 +306,15 @@ impl Worker {
                         event.is_writable(),
                         now,
                     ),
+                    Token(t) if t >= tcp_relay::TCP_BASE => self.tcp_ready(t, now),
                     Token(t) if t >= RELAY_BASE => {
                         let relay = self.relays.by_token.get(t - RELAY_BASE).copied().flatten();
                         if let Some(relay) = relay {
                             self.drain_relay(&mut io, relay, now);
                         }
+                    }
+                    Token(t) if t >= DTLS_LISTENER_BASE => {
+                        self.drain_dtls_listener(&mut io, t - DTLS_LISTENER_BASE, now);
                     }
                     Token(t) if t >= STREAM_LISTENER_BASE => {
                         self.accept(t - STREAM_LISTENER_BASE, now);
@@ -279,6 +328,8 @@ impl Worker {
                 self.core.handle_timeout(now, &mut self.relays);
             }
             self.sweep_connections(now);
+            self.dtls_timeout(&mut io, now);
+            self.tcp_work(&mut io, now);
             self.report_events();
             self.metrics
                 .set_relay_ports_in_use(self.core.relay_ports_in_use());
@@ -294,6 +345,7 @@ impl Worker {
                     self.report_events();
                 }
                 Ok(Control::Drain) => self.core.set_draining(true),
+                Ok(Control::Adopt(connection)) => self.tcp.adopted.push(*connection),
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
@@ -357,8 +409,9 @@ impl Worker {
             transport: ClientTransport::Udp,
         };
         match core.handle_client(now, five_tuple, packet, out, relays) {
-            // Never asked for over UDP, where a throttled request is simply dropped.
-            ClientAction::Drop | ClientAction::Close => {}
+            // Never asked for over UDP, where a throttled request is simply dropped and no
+            // ConnectionBind succeeds (RFC 6062 data connections are TCP or TLS).
+            ClientAction::Drop | ClientAction::Close | ClientAction::PipeToPeer { .. } => {}
             ClientAction::Reply(n) => {
                 send.push(listeners[index].socket.as_raw_fd(), from, &out[..n]);
             }
@@ -405,6 +458,7 @@ impl Worker {
         let Worker {
             listeners,
             streams,
+            dtls,
             core,
             metrics,
             out,
@@ -426,6 +480,18 @@ impl Worker {
             }
             return;
         }
+        if client.transport == ClientTransport::Dtls {
+            if let Some(dtls) = dtls.as_mut() {
+                let mut out = dtls::Outbound {
+                    listeners: &dtls.listeners,
+                    send,
+                };
+                if dtls.sessions.send_to(now, client, bytes, &mut out) {
+                    metrics.relayed(Direction::PeerToClient, len);
+                }
+            }
+            return;
+        }
         if let Some(listener) = listeners.iter().find(|l| l.local == client.server) {
             metrics.relayed(Direction::PeerToClient, len);
             send.push(listener.socket.as_raw_fd(), client.client, bytes);
@@ -439,6 +505,38 @@ impl Worker {
             log_event(&event);
         }
     }
+}
+
+/// The DTLS listeners of one worker, registered with its poller, and an empty session table.
+fn dtls_side(
+    registry: &Registry,
+    addresses: &[SocketAddr],
+    settings: DtlsSettings,
+) -> io::Result<dtls::DtlsSide> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for (i, &addr) in addresses.iter().enumerate() {
+        let mut socket = UdpSocket::from_std(net::udp_listener(addr).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot listen on dtls {addr}: {error}"),
+            )
+        })?);
+        registry.register(
+            &mut socket,
+            Token(DTLS_LISTENER_BASE + i),
+            Interest::READABLE,
+        )?;
+        listeners.push(dtls::DtlsListener {
+            socket,
+            local: addr,
+        });
+    }
+    let sessions = DtlsServer::new(settings)
+        .map_err(|error| io::Error::other(format!("DTLS configuration: {error}")))?;
+    Ok(dtls::DtlsSide {
+        listeners,
+        sessions,
+    })
 }
 
 /// Sends `bytes` from the relay socket `relay` to `peer`, with DF as the client asked.
@@ -506,6 +604,22 @@ fn log_event(event: &Event) {
         } => info!(client = ?five_tuple, %peer, reason = reason.as_str(), "peer denied"),
         Event::AuthFailed { five_tuple, reason } => {
             debug!(client = ?five_tuple, reason = reason.as_str(), "authentication failed");
+        }
+        Event::PeerConnectionOpened {
+            five_tuple,
+            id,
+            peer,
+            outgoing,
+        } => {
+            info!(client = ?five_tuple, %peer, id = id.0, outgoing, "peer connection opened");
+        }
+        Event::PeerConnectionClosed {
+            five_tuple,
+            id,
+            peer,
+            reason,
+        } => {
+            info!(client = ?five_tuple, %peer, id = id.0, reason = reason.as_str(), "peer connection closed");
         }
         Event::Answered { .. } => {}
     }

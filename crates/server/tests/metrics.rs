@@ -10,7 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 use icebreaker::metrics::{Direction, Metrics, WorkerMetrics};
-use icebreaker_turn::{AuthFailure, ClientTransport, DeleteReason, DenyReason, Event, FiveTuple};
+use icebreaker_turn::{
+    AuthFailure, ClientTransport, ConnectionId, DeleteReason, DenyReason, Event, FiveTuple,
+    PeerCloseReason,
+};
 use icebreaker_wire::{ErrorCode, Method};
 
 // --- The exposition --------------------------------------------------------------------------
@@ -215,6 +218,24 @@ fn denied(reason: DenyReason) -> Event {
     }
 }
 
+fn peer_opened(outgoing: bool) -> Event {
+    Event::PeerConnectionOpened {
+        five_tuple: five_tuple(),
+        id: ConnectionId(0x0100_0001),
+        peer: "203.0.113.9:443".parse().unwrap(),
+        outgoing,
+    }
+}
+
+fn peer_closed(reason: PeerCloseReason) -> Event {
+    Event::PeerConnectionClosed {
+        five_tuple: five_tuple(),
+        id: ConnectionId(0x0100_0001),
+        peer: "203.0.113.9:443".parse().unwrap(),
+        reason,
+    }
+}
+
 fn auth_failed(reason: AuthFailure) -> Event {
     Event::AuthFailed {
         five_tuple: five_tuple(),
@@ -236,6 +257,9 @@ fn record_one_of_each(worker: &WorkerMetrics) {
     worker.record(&denied(DenyReason::LinkLocal));
     worker.record(&auth_failed(AuthFailure::BadIntegrity));
     worker.relayed(Direction::ClientToPeer, 100);
+    worker.record(&peer_opened(true));
+    worker.record(&peer_closed(PeerCloseReason::NotBound));
+    worker.tcp_relayed(Direction::PeerToClient, 10);
     worker.binding(ClientTransport::Udp, false);
     worker.set_relay_ports_in_use(1);
 }
@@ -274,6 +298,47 @@ fn each_event_moves_exactly_its_series() {
             expect(&[(
                 &format!("{requests}{{method=\"CreatePermission\",result=\"599\"}}"),
                 1.0,
+            )]),
+        ),
+        (
+            Box::new(|w| w.record(&answered(Method::CONNECT, Some(447)))),
+            expect(&[(
+                &format!("{requests}{{method=\"Connect\",result=\"447\"}}"),
+                1.0,
+            )]),
+        ),
+        (
+            Box::new(|w| w.record(&answered(Method::CONNECTION_BIND, None))),
+            expect(&[(
+                &format!("{requests}{{method=\"ConnectionBind\",result=\"success\"}}"),
+                1.0,
+            )]),
+        ),
+        (
+            Box::new(|w| w.record(&peer_opened(true))),
+            expect(&[
+                (
+                    "icebreaker_turn_peer_connections_opened_total{origin=\"connect\"}",
+                    1.0,
+                ),
+                ("icebreaker_turn_peer_connections_open", 1.0),
+            ]),
+        ),
+        (
+            Box::new(|w| w.record(&peer_opened(false))),
+            expect(&[
+                (
+                    "icebreaker_turn_peer_connections_opened_total{origin=\"peer\"}",
+                    1.0,
+                ),
+                ("icebreaker_turn_peer_connections_open", 1.0),
+            ]),
+        ),
+        (
+            Box::new(|w| w.tcp_relayed(Direction::ClientToPeer, 1000)),
+            expect(&[(
+                "icebreaker_turn_tcp_relayed_bytes_total{direction=\"client_to_peer\"}",
+                1000.0,
             )]),
         ),
         (
@@ -405,6 +470,17 @@ fn each_event_moves_exactly_its_series() {
         let moved = changes(&metrics, || worker.record(&denied(reason)));
         assert_eq!(moved, expect(&[(&key, 1.0)]));
     }
+    for reason in PeerCloseReason::ALL {
+        let metrics = Metrics::new(1000);
+        let worker = metrics.worker();
+        let key = format!(
+            "icebreaker_turn_peer_connections_closed_total{{reason=\"{}\"}}",
+            reason.as_str()
+        );
+        let moved = changes(&metrics, || worker.record(&peer_closed(reason)));
+        let open = "icebreaker_turn_peer_connections_open";
+        assert_eq!(moved, expect(&[(&key, 1.0), (open, -1.0)]));
+    }
 }
 
 #[test]
@@ -421,6 +497,13 @@ fn known_series_are_exported_at_zero_from_the_start() {
         "icebreaker_turn_allocations_active{family=\"ipv6\"}",
         "icebreaker_stun_binding_requests_total{transport=\"dtls\",family=\"ipv6\"}",
         "icebreaker_turn_relay_ports_in_use",
+        "icebreaker_turn_requests_total{method=\"Connect\",result=\"447\"}",
+        "icebreaker_turn_requests_total{method=\"ConnectionBind\",result=\"success\"}",
+        "icebreaker_turn_peer_connections_closed_total{reason=\"not_bound\"}",
+        "icebreaker_turn_peer_connections_opened_total{origin=\"peer\"}",
+        "icebreaker_turn_peer_connections_open",
+        "icebreaker_turn_tcp_relayed_bytes_total{direction=\"peer_to_client\"}",
+        "icebreaker_connections_closed_total{transport=\"tls\",reason=\"peer_connection\"}",
     ] {
         assert_eq!(values.get(key), Some(&0.0), "{key}");
     }
@@ -443,6 +526,7 @@ fn no_address_or_username_reaches_a_label() {
         "203.0.113.5",
         "10.1.2.3",
         "198.51.100.1",
+        "203.0.113.9",
     ] {
         assert!(!text.contains(secret), "{secret} in the exposition");
     }

@@ -1,6 +1,6 @@
-//! Allocate (RFC 8656 §7.2): relay sockets of one family or both (a dual allocation), the
-//! relay IP of each family, and the redirect to another server when this one is full
-//! (300 Try Alternate, RFC 8489 §10).
+//! Allocate (RFC 8656 §7.2): relay sockets of one family or both (a dual allocation), UDP or
+//! a TCP listener (RFC 6062 §5.1), the relay IP of each family, and the redirect to another
+//! server when this one is full (300 Try Alternate, RFC 8489 §10).
 
 use core::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -15,10 +15,11 @@ use rand_core::RngCore;
 
 use crate::FiveTuple;
 use crate::allocation::{ALLOCATE_RETRANSMIT_WINDOW, Allocation, Creation, Relayed, TokenBucket};
-use crate::ports::{RESERVATION_LIFETIME, RelaySockets, bind_port};
+use crate::ports::{RESERVATION_LIFETIME, RelayProtocol, RelaySockets, bind_port};
 use crate::quotas::QuotaExceeded;
 use crate::requests::{Signer, family_of};
 use crate::server::{ClientAction, Event, TurnServer};
+use crate::tcp::TcpRelay;
 
 impl TurnServer {
     pub(crate) fn allocate(
@@ -54,14 +55,40 @@ impl TurnServer {
         if self.draining {
             return self.refuse_for_capacity(out, message, five_tuple, signer);
         }
-        if transport != RequestedTransport::UDP {
-            return self.error(
-                out,
-                message,
-                ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
-                signer,
-            );
+        let tcp = match transport {
+            RequestedTransport::UDP => false,
+            RequestedTransport::TCP if self.config.tcp_relay => true,
+            _ => {
+                return self.error(
+                    out,
+                    message,
+                    ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
+                    signer,
+                );
+            }
+        };
+        // RFC 6062 §5.1: a TCP allocation only over a TCP or TLS control connection, and
+        // without the attributes that mean nothing for a stream relay. Nor is it ever dual:
+        // each relayed address is a listener of its own, named in every Connect.
+        let tcp_misfit = || {
+            !five_tuple.transport.is_stream()
+                || [
+                    AttrType::DONT_FRAGMENT,
+                    AttrType::EVEN_PORT,
+                    AttrType::RESERVATION_TOKEN,
+                    AttrType::ADDITIONAL_ADDRESS_FAMILY,
+                ]
+                .into_iter()
+                .any(|attr| message.has(attr))
+        };
+        if tcp && tcp_misfit() {
+            return self.error(out, message, ErrorCode::BAD_REQUEST, signer);
         }
+        let protocol = if tcp {
+            RelayProtocol::Tcp
+        } else {
+            RelayProtocol::Udp
+        };
         let (token, even_port, family, additional, lifetime) = match (
             message.get::<ReservationToken>(),
             message.get::<EvenPort>(),
@@ -132,7 +159,7 @@ impl TurnServer {
                     }
                 }
             }
-            None => match self.bind_relay(bind_ip, even, reserve_next, now, sockets) {
+            None => match self.bind_relay(bind_ip, protocol, even, reserve_next, now, sockets) {
                 Some(bound) => bound,
                 None => {
                     self.quotas.release(&auth.username);
@@ -145,7 +172,7 @@ impl TurnServer {
                 None => (None, Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED)),
                 // The IPv4 half stands on its own when the IPv6 one cannot be had.
                 Some((bind, advertised)) => {
-                    match self.bind_relay(bind, even, false, now, sockets) {
+                    match self.bind_relay(bind, RelayProtocol::Udp, even, false, now, sockets) {
                         Some((local, _)) => (
                             Some(Relayed {
                                 local,
@@ -186,6 +213,7 @@ impl TurnServer {
             channels: Vec::new(),
             dont_fragment: message.has(AttrType::DONT_FRAGMENT),
             bandwidth: TokenBucket::new(self.config.max_bandwidth, now),
+            tcp: tcp.then(TcpRelay::default),
         };
         let index = self.insert(allocation);
         self.schedule_sweep(now);
@@ -198,22 +226,29 @@ impl TurnServer {
         self.allocate_success(out, message, index, signer)
     }
 
-    /// Binds a relay port on `ip`, avoiding the ports of this core's allocations and the ports
+    /// Binds a relay port of `protocol` on `ip`, avoiding the ports of this core's allocations
+    /// of either protocol (so that a relayed address names one allocation) and the ports
     /// reserved for tokens.
     fn bind_relay(
         &mut self,
         ip: IpAddr,
+        protocol: RelayProtocol,
         even: bool,
         reserve_next: bool,
         now: Instant,
         sockets: &mut dyn RelaySockets,
     ) -> Option<(SocketAddr, Option<SocketAddr>)> {
-        let by_relay = &self.by_relay;
+        let (by_relay, by_tcp_relay) = (&self.by_relay, &self.tcp.by_relay);
         let reserved = self.quotas.reserved(now);
-        let in_use = |addr: SocketAddr| by_relay.contains_key(&addr) || reserved.contains(&addr);
+        let in_use = |addr: SocketAddr| {
+            by_relay.contains_key(&addr)
+                || by_tcp_relay.contains_key(&addr)
+                || reserved.contains(&addr)
+        };
         bind_port(
             ip,
             &self.config.relay_ports,
+            protocol,
             even,
             reserve_next,
             &in_use,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use icebreaker_wire::{ChannelNumber, ErrorCode, TransactionId};
 
 use crate::FiveTuple;
+use crate::tcp::TcpRelay;
 
 /// Permissions last 300 s from their last refresh (RFC 8656 §9).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -61,6 +62,9 @@ pub(crate) struct Allocation {
     pub(crate) channels: Vec<Channel>,
     pub(crate) dont_fragment: bool,
     pub(crate) bandwidth: TokenBucket,
+    /// Set for a TCP allocation (RFC 6062), whose relay is a listening socket: its
+    /// connections to peers. Such an allocation has no channels and relays no datagram.
+    pub(crate) tcp: Option<TcpRelay>,
 }
 
 impl Allocation {

@@ -290,6 +290,22 @@ impl Authenticator {
         Ok(announce)
     }
 
+    /// Whether the request's NONCE is one this server gave `client`, expired or not.
+    pub(crate) fn nonce_names(
+        &self,
+        request: &Message<'_>,
+        client: SocketAddr,
+        unix_now: u64,
+    ) -> bool {
+        let Ok(Some(nonce)) = request.get::<Nonce>() else {
+            return false;
+        };
+        matches!(
+            self.check_nonce(nonce.0, client, unix_now),
+            Ok(_) | Err(AuthFailure::StaleNonce)
+        )
+    }
+
     /// Authenticates a request from `client` (RFC 8489 §9.2.4).
     pub fn authenticate(
         &self,

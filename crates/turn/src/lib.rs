@@ -1,4 +1,4 @@
-//! Sans-IO TURN relay core (RFC 8656).
+//! Sans-IO TURN relay core (RFC 8656, with TCP allocations of RFC 6062).
 //!
 //! [`TurnServer`] holds allocations, permissions and channels, authenticates requests with
 //! long-term credentials, applies the peer address policy and quotas, and relays data. It opens
@@ -18,6 +18,36 @@
 //!    expires allocations, permissions and channels and closes their sockets.
 //! 4. After any of these, drain [`TurnServer::poll_event`] for logs and metrics.
 //!
+//! TCP allocations (RFC 6062, on unless [`TurnConfig::tcp_relay`] is off) add sockets the
+//! driver owns and results it reports later; the core says what to do and remembers nothing
+//! of the sockets but their connection ids:
+//!
+//! 5. An Allocate with REQUESTED-TRANSPORT TCP on a TCP or TLS connection binds a listening
+//!    socket through [`RelaySockets::bind_tcp`] (released with [`RelaySockets::release_tcp`]).
+//! 6. A connection accepted on such a listener: [`TurnServer::accept_peer_connection`]. `None`
+//!    means close it; `Some(id)` means keep it (reading nothing yet) under that id.
+//! 7. After any call, including those below, drain [`TurnServer::poll_command`]:
+//!    [`Command::Connect`] (open a connection from a relayed address to a peer) and
+//!    [`Command::Close`] (close a peer connection and its data connection), and
+//!    [`TurnServer::poll_transmit`]: Connect answers and ConnectionAttempt indications
+//!    written into the caller's buffer for a client's control connection, in order.
+//! 8. The outcome of a [`Command::Connect`]: [`TurnServer::peer_connected`] or
+//!    [`TurnServer::peer_connect_failed`]; the core answers 447 on its own after
+//!    [`CONNECT_TIMEOUT`] and then commands the attempt closed.
+//! 9. [`ClientAction::PipeToPeer`] from `handle_client` (a ConnectionBind on a new client
+//!    connection): send the response, then splice that connection with the peer connection,
+//!    raw bytes both ways, starting with anything the peer already sent.
+//! 10. A peer connection or its client data connection ended: close the other, then
+//!     [`TurnServer::peer_connection_closed`]. A peer connection not bound within
+//!     [`CONNECTION_BIND_TIMEOUT`], or whose allocation ends, is closed by a [`Command::Close`],
+//!     which needs no report.
+//!
+//! A ConnectionBind comes on a new client connection, which `SO_REUSEPORT` may hand to
+//! another worker than the one whose core issued the connection id. Each core stamps its ids
+//! with a tag ([`TurnServer::set_connection_id_tag`]); a driver reads the id of a new
+//! connection's first message with [`connection_bind_id`] and moves the connection to the
+//! worker of [`connection_id_tag`] before calling `handle_client`.
+//!
 //! STUN Binding requests are not TURN's: the driver hands them to its Binding service.
 //!
 //! One core serves one worker. Workers share nothing but [`Quotas`] (allocation counts and
@@ -32,6 +62,7 @@ mod ports;
 mod quotas;
 mod requests;
 mod server;
+mod tcp;
 
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
@@ -39,6 +70,7 @@ use core::ops::RangeInclusive;
 use std::time::Duration;
 
 pub use icebreaker_wire::ChannelRange;
+pub use icebreaker_wire::attr::ConnectionId;
 
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use auth::{AuthFailure, UserCredential};
@@ -46,6 +78,10 @@ pub use policy::{DenyReason, PeerPolicy};
 pub use ports::RelaySockets;
 pub use quotas::Quotas;
 pub use server::{ClientAction, DeleteReason, Event, PEER_HEADROOM, PeerAction, TurnServer};
+pub use tcp::{
+    CONNECT_TIMEOUT, CONNECTION_BIND_TIMEOUT, Command, PeerCloseReason, Transmit,
+    connection_bind_id, connection_id_tag,
+};
 
 /// The transport between a client and the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,6 +202,14 @@ pub struct TurnConfig {
     /// when none is of that family (which an RFC 5389 client may refuse). A user's own quota
     /// (486) is never redirected: another server would count the same user. Empty by default.
     pub alternate_servers: Vec<SocketAddr>,
+    /// Grant TCP allocations (RFC 6062): REQUESTED-TRANSPORT TCP over a TCP or TLS control
+    /// connection. On by default, as in coturn (whose `no-tcp-relay` turns it off); when off,
+    /// such an Allocate is answered 442. A driver that cannot relay TCP must turn it off.
+    pub tcp_relay: bool,
+    /// Peer connections per TCP allocation, connecting, waiting for their ConnectionBind or
+    /// bound: each holds two descriptors. A Connect beyond it is answered 508, a peer's
+    /// connection beyond it closed. 64 by default.
+    pub max_tcp_connections: usize,
 }
 
 impl TurnConfig {
@@ -198,6 +242,8 @@ impl TurnConfig {
             challenge_rate: 20.0,
             auth_failure_rate: 5.0,
             alternate_servers: Vec::new(),
+            tcp_relay: true,
+            max_tcp_connections: 64,
         }
     }
 }

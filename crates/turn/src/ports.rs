@@ -9,12 +9,42 @@ use rand_core::RngCore;
 
 /// What binding a relay port needs from the driver: the one side effect the core must see the
 /// outcome of before it can answer an Allocate.
+///
+/// UDP relays use [`bind`](RelaySockets::bind) and [`release`](RelaySockets::release); the
+/// listening sockets of TCP allocations (RFC 6062) use [`bind_tcp`](RelaySockets::bind_tcp)
+/// and [`release_tcp`](RelaySockets::release_tcp). The two are separate port spaces for the
+/// kernel, so a driver keys its sockets by address and protocol. A driver that relays no TCP
+/// keeps the default methods, which refuse every port, and sets
+/// [`TurnConfig::tcp_relay`](crate::TurnConfig::tcp_relay) to false so that TCP Allocates are
+/// answered 442 rather than 508.
 pub trait RelaySockets {
-    /// Opens a relay socket on `addr`; false when the port is taken (by another program or
+    /// Opens a UDP relay socket on `addr`; false when the port is taken (by another program or
     /// another worker) or cannot be bound.
     fn bind(&mut self, addr: SocketAddr) -> bool;
-    /// Closes the relay socket on `addr`.
+    /// Closes the UDP relay socket on `addr`.
     fn release(&mut self, addr: SocketAddr);
+    /// Opens a TCP listening socket on `addr`, the relayed address of a TCP allocation
+    /// (RFC 6062 §5.1); false when the port is taken or cannot be bound. It must be bound so
+    /// that connections to peers can later be opened from the same address
+    /// ([`Command::Connect`](crate::Command::Connect)): `SO_REUSEADDR` on every socket of it.
+    /// Connections it accepts are reported with
+    /// [`TurnServer::accept_peer_connection`](crate::TurnServer::accept_peer_connection).
+    fn bind_tcp(&mut self, _addr: SocketAddr) -> bool {
+        false
+    }
+    /// Closes the TCP listening socket on `addr`. The core has already queued a
+    /// [`Command::Close`](crate::Command::Close) for each connection of the allocation, which
+    /// the driver drains after the call that released it.
+    fn release_tcp(&mut self, _addr: SocketAddr) {}
+}
+
+/// Which kind of relay socket to bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RelayProtocol {
+    /// A UDP socket (RFC 8656).
+    Udp,
+    /// A TCP listening socket (RFC 6062).
+    Tcp,
 }
 
 /// Reservations are kept for 30 s (RFC 8656 §7.2 suggests about 30 seconds).
@@ -23,15 +53,17 @@ pub(crate) const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// How many random draws before a sequential sweep of the range.
 const RANDOM_TRIES: usize = 32;
 
-/// Picks and binds a relay port on `ip` within `range`: random draws first, then a sweep
-/// from a random start so that a nearly full range still finds its last free port. With
+/// Picks and binds a relay port of `protocol` on `ip` within `range`: random draws first, then
+/// a sweep from a random start so that a nearly full range still finds its last free port. With
 /// `even`, only even ports; with `pair` too, only those whose odd neighbour is free, which is
 /// checked by binding and closing it: the reservation is booked, not held, so that whichever
-/// worker receives its token can bind it. Returns the bound port, and the neighbour when
-/// paired.
+/// worker receives its token can bind it (UDP only: RFC 6062 §5.1 refuses EVEN-PORT for TCP).
+/// Returns the bound port, and the neighbour when paired.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn bind_port(
     ip: IpAddr,
     range: &RangeInclusive<u16>,
+    protocol: RelayProtocol,
     even: bool,
     pair: bool,
     in_use: &dyn Fn(SocketAddr) -> bool,
@@ -62,7 +94,11 @@ pub(crate) fn bind_port(
         } else {
             None
         };
-        if !sockets.bind(addr) {
+        let bound = match protocol {
+            RelayProtocol::Udp => sockets.bind(addr),
+            RelayProtocol::Tcp => sockets.bind_tcp(addr),
+        };
+        if !bound {
             return None;
         }
         if let Some(next) = neighbour {
@@ -121,6 +157,7 @@ mod tests {
             let (addr, _) = bind_port(
                 IP,
                 &(50_000..=50_009),
+                RelayProtocol::Udp,
                 false,
                 false,
                 &in_use,
@@ -139,6 +176,7 @@ mod tests {
             bind_port(
                 IP,
                 &(50_000..=50_009),
+                RelayProtocol::Udp,
                 false,
                 false,
                 &in_use,
@@ -159,6 +197,7 @@ mod tests {
             let (addr, next) = bind_port(
                 IP,
                 &(50_000..=50_099),
+                RelayProtocol::Udp,
                 true,
                 true,
                 &in_use,

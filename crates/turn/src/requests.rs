@@ -1,5 +1,6 @@
 //! The TURN requests: their dispatch, Refresh (RFC 8656 §8), CreatePermission (§10) and
-//! ChannelBind (§12), and how answers are written. Allocate (§7) has its own module.
+//! ChannelBind (§12), and how answers are written. Allocate (§7) and the requests of TCP
+//! allocations (RFC 6062: Connect, ConnectionBind) have their own modules.
 
 use core::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -9,7 +10,8 @@ use icebreaker_wire::attr::{
     PasswordAlgorithms, Realm, RequestedAddressFamily, Software, UnknownAttributes, XorPeerAddress,
 };
 use icebreaker_wire::{
-    ChannelNumber, ErrorCode, IntegrityAlgorithm, Message, MessageWriter, Method, WriteError,
+    ChannelNumber, ErrorCode, IntegrityAlgorithm, IntegrityKey, Message, MessageType,
+    MessageWriter, Method, TransactionId, WriteError,
 };
 
 use crate::allocation::{CHANNEL_LIFETIME, Channel};
@@ -62,7 +64,13 @@ impl TurnServer {
         }
         match message.method() {
             Method::ALLOCATE => self.allocate(now, five_tuple, message, out, sockets),
-            method @ (Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND) => {
+            // A new client connection that is to become a data connection: it holds no
+            // allocation, its CONNECTION-ID names one (RFC 6062 §5.4).
+            Method::CONNECTION_BIND => self.connection_bind(now, five_tuple, message, out),
+            method @ (Method::REFRESH
+            | Method::CREATE_PERMISSION
+            | Method::CHANNEL_BIND
+            | Method::CONNECT) => {
                 // Without an allocation there is nothing to authenticate against: answer
                 // before spending an HMAC on a stranger (RFC 8656 §5).
                 let Some(&index) = self.by_five_tuple.get(&five_tuple) else {
@@ -83,6 +91,7 @@ impl TurnServer {
                     Method::CREATE_PERMISSION => {
                         self.create_permission(now, index, message, out, &auth)
                     }
+                    Method::CONNECT => self.connect(now, index, message, out, &auth),
                     _ => self.channel_bind(now, index, message, out, &auth),
                 }
             }
@@ -166,9 +175,9 @@ impl TurnServer {
         self.respond(out, message, None, signer, |w| w.add(&Lifetime(seconds)))
     }
 
-    /// Checks a peer of a CreatePermission or ChannelBind: of the family of one of the relays
-    /// (443), and allowed by the policy (403).
-    fn check_peer(&mut self, index: usize, peer: SocketAddr) -> Result<(), ErrorCode> {
+    /// Checks a peer of a CreatePermission, ChannelBind or Connect: of the family of one of the
+    /// relays (443), and allowed by the policy (403).
+    pub(crate) fn check_peer(&mut self, index: usize, peer: SocketAddr) -> Result<(), ErrorCode> {
         let Some(allocation) = self.allocations[index].as_ref() else {
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         };
@@ -246,6 +255,13 @@ impl TurnServer {
         auth: &Authenticated,
     ) -> ClientAction {
         let signer = Some(auth);
+        // A TCP allocation relays over its connections only (RFC 6062).
+        if self.allocations[index]
+            .as_ref()
+            .is_some_and(|a| a.tcp.is_some())
+        {
+            return self.error(out, message, ErrorCode::BAD_REQUEST, signer);
+        }
         let (Some(number), Ok(Some(XorPeerAddress(peer)))) = (
             self.channel_number(message),
             message.get::<XorPeerAddress>(),
@@ -370,30 +386,52 @@ impl TurnServer {
             Some(_) => message.message_type().error(),
             None => message.message_type().success(),
         };
-        let written =
-            MessageWriter::new(out, message_type, message.transaction_id()).and_then(|mut w| {
-                if let Some(code) = error {
-                    w.add(&ErrorCodeAttribute::bare(code))?;
-                }
-                body(&mut w)?;
-                if let Some(software) = &self.config.software {
-                    w.add(&Software(software))?;
-                }
-                match signer {
-                    Some(auth) if auth.algorithm == IntegrityAlgorithm::Sha256 => {
-                        w.add_message_integrity_sha256(&auth.key)?;
-                    }
-                    Some(auth) => w.add_message_integrity(&auth.key)?,
-                    None => {}
-                }
-                if message.fingerprint_offset().is_some() {
-                    w.add_fingerprint()?;
-                }
-                Ok(w.finish())
-            });
+        let written = self.write_response(
+            out,
+            message_type,
+            message.transaction_id(),
+            error,
+            signer.map(|auth| (&auth.key, auth.algorithm)),
+            message.fingerprint_offset().is_some(),
+            body,
+        );
         match written {
             Ok(len) => ClientAction::Reply(len),
             Err(_) => ClientAction::Drop,
         }
+    }
+
+    /// Writes a response of `message_type`: ERROR-CODE with no reason phrase when `error` is
+    /// set, the attributes `body` adds, SOFTWARE if configured, the integrity attribute of
+    /// `algorithm` with `key` when one is given, and FINGERPRINT when asked. Also for answers
+    /// written after the request is gone (a Connect's, RFC 6062 §5.2).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_response(
+        &self,
+        out: &mut [u8],
+        message_type: MessageType,
+        transaction_id: TransactionId,
+        error: Option<ErrorCode>,
+        key: Option<(&IntegrityKey, IntegrityAlgorithm)>,
+        fingerprint: bool,
+        body: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WriteError>,
+    ) -> Result<usize, WriteError> {
+        let mut w = MessageWriter::new(out, message_type, transaction_id)?;
+        if let Some(code) = error {
+            w.add(&ErrorCodeAttribute::bare(code))?;
+        }
+        body(&mut w)?;
+        if let Some(software) = &self.config.software {
+            w.add(&Software(software))?;
+        }
+        match key {
+            Some((key, IntegrityAlgorithm::Sha256)) => w.add_message_integrity_sha256(key)?,
+            Some((key, IntegrityAlgorithm::Sha1)) => w.add_message_integrity(key)?,
+            None => {}
+        }
+        if fingerprint {
+            w.add_fingerprint()?;
+        }
+        Ok(w.finish())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldhash::fast::FixedState;
-use icebreaker_wire::attr::{AttrType, Data, XorPeerAddress};
+use icebreaker_wire::attr::{AttrType, ConnectionId, Data, XorPeerAddress};
 use icebreaker_wire::{
     ChannelData, Class, ErrorCode, Message, MessageType, MessageWriter, Method, TransactionId,
     Transport, write_channel_data_header,
@@ -18,12 +18,14 @@ use crate::allocation::Allocation;
 use crate::auth::{AuthFailure, Authenticator, Throttle};
 use crate::policy::DenyReason;
 use crate::ports::RelaySockets;
+use crate::tcp::{PeerCloseReason, TcpState};
 use crate::{ClientTransport, FiveTuple, Quotas, TurnConfig};
 
 /// What to do with a packet from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientAction {
-    /// Nothing: the packet was dropped or needs no answer.
+    /// Nothing now: the packet was dropped or needs no answer, or (a Connect, RFC 6062) is
+    /// answered later through [`TurnServer::poll_transmit`].
     Drop,
     /// Send the first `n` bytes of the output buffer back to the client on the same 5-tuple.
     Reply(usize),
@@ -31,6 +33,18 @@ pub enum ClientAction {
     /// authentication. Over UDP such a request is dropped and the sender's retransmissions
     /// wait out the throttle; a connection would only hang, so it is ended instead.
     Close,
+    /// Send the first `len` bytes of the output buffer (a ConnectionBind success) back on
+    /// this connection, then stop reading STUN from it: from now on it is the client data
+    /// connection of peer connection `id`, a raw byte pipe in both directions, starting with
+    /// whatever the peer sent before (RFC 6062 §5.4), and on the client's side with any bytes
+    /// that followed the request in the stream. Report its end, or the peer's, with
+    /// [`TurnServer::peer_connection_closed`].
+    PipeToPeer {
+        /// The length of the response.
+        len: usize,
+        /// The peer connection to pipe to.
+        id: ConnectionId,
+    },
     /// Send `packet[range]` from the relay socket `relay` to `peer`.
     Relay {
         /// The allocation's relay socket address of the peer's family.
@@ -133,6 +147,30 @@ pub enum Event {
         /// Why.
         reason: AuthFailure,
     },
+    /// A TCP connection between the relayed address of a TCP allocation and a peer was
+    /// established (RFC 6062): the server's own for a Connect (`outgoing`), or the peer's,
+    /// accepted. It waits up to 30 s for its ConnectionBind.
+    PeerConnectionOpened {
+        /// The allocation's 5-tuple: its control connection.
+        five_tuple: FiveTuple,
+        /// The connection.
+        id: ConnectionId,
+        /// The peer.
+        peer: SocketAddr,
+        /// Opened by the server for a Connect, rather than by the peer.
+        outgoing: bool,
+    },
+    /// A peer connection of a TCP allocation ended; the core has forgotten it.
+    PeerConnectionClosed {
+        /// The allocation's 5-tuple: its control connection.
+        five_tuple: FiveTuple,
+        /// The connection.
+        id: ConnectionId,
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: PeerCloseReason,
+    },
 }
 
 /// The headroom a driver must leave in front of peer data for the core to write a ChannelData
@@ -164,6 +202,8 @@ pub struct TurnServer {
     /// The next of `alternate_servers` to redirect to, per family of the address the client
     /// reached (IPv4, IPv6).
     pub(crate) next_alternate: [usize; 2],
+    /// TCP allocations' listeners, peer connections and deferred output (RFC 6062).
+    pub(crate) tcp: TcpState,
 }
 
 impl TurnServer {
@@ -206,12 +246,14 @@ impl TurnServer {
             next_sweep: None,
             draining: false,
             next_alternate: [0; 2],
+            tcp: TcpState::new(hash_seed.rotate_left(41)),
         }
     }
 
     /// Replaces users, secrets, peer policy and limits, keeping every allocation (SIGHUP).
-    /// Permissions to peers the new policy denies are withdrawn at once. The nonce secret and
-    /// realm are kept: changing them would invalidate every client's nonce.
+    /// Permissions to peers the new policy denies are withdrawn at once, and TCP connections
+    /// to them closed ([`poll_command`](TurnServer::poll_command)). The nonce secret and realm
+    /// are kept: changing them would invalidate every client's nonce.
     pub fn reconfigure(&mut self, mut config: TurnConfig, now: Instant) {
         config.nonce_secret = self.config.nonce_secret;
         config.realm = self.config.realm.clone();
@@ -228,6 +270,7 @@ impl TurnServer {
             allocation.channels.retain(|c| policy.check(c.peer).is_ok());
             allocation.sweep(now);
         }
+        self.close_denied_peer_connections();
     }
 
     /// Stops granting new allocations (answered with 508, or 300 towards one of
@@ -242,7 +285,10 @@ impl TurnServer {
     }
 
     /// The client's stream connection closed: its allocation, if any, is deleted and its relay
-    /// port released, since no later request can arrive on that 5-tuple.
+    /// port released, since no later request can arrive on that 5-tuple. The connections of a
+    /// TCP allocation are closed too ([`poll_command`](TurnServer::poll_command)). A client
+    /// data connection (after [`ClientAction::PipeToPeer`]) is reported with
+    /// [`peer_connection_closed`](TurnServer::peer_connection_closed) instead.
     pub fn connection_closed(&mut self, five_tuple: &FiveTuple, sockets: &mut dyn RelaySockets) {
         if let Some(&index) = self.by_five_tuple.get(five_tuple) {
             self.delete(index, DeleteReason::ConnectionClosed, sockets);
@@ -254,9 +300,10 @@ impl TurnServer {
         self.by_five_tuple.len()
     }
 
-    /// Relay ports bound by this core: one per allocation, two per dual allocation.
+    /// Relay ports bound by this core: one per allocation, two per dual allocation, UDP
+    /// sockets and TCP listeners together.
     pub fn relay_ports_in_use(&self) -> usize {
-        self.by_relay.len()
+        self.by_relay.len() + self.tcp.by_relay.len()
     }
 
     /// The earliest time [`handle_timeout`](TurnServer::handle_timeout) must be called again;
@@ -311,7 +358,7 @@ impl TurnServer {
             }
             (Class::Request, method) => {
                 let action = self.request(now, five_tuple, &message, out, sockets);
-                if let ClientAction::Reply(len) = action {
+                if let ClientAction::Reply(len) | ClientAction::PipeToPeer { len, .. } = action {
                     let error = Message::parse(&out[..len]).ok().and_then(|m| {
                         m.get::<icebreaker_wire::attr::ErrorCodeAttribute>()
                             .ok()
@@ -381,6 +428,14 @@ impl TurnServer {
         let Some(&index) = self.by_five_tuple.get(&five_tuple) else {
             return ClientAction::Drop;
         };
+        // A TCP allocation relays over its connections only (RFC 6062): its relayed address
+        // is a listener, which sends no datagram.
+        if self.allocations[index]
+            .as_ref()
+            .is_none_or(|a| a.tcp.is_some())
+        {
+            return ClientAction::Drop;
+        }
         let (Ok(Some(XorPeerAddress(peer))), Some(data)) =
             (message.get::<XorPeerAddress>(), message.raw(AttrType::DATA))
         else {
@@ -543,7 +598,8 @@ impl TurnServer {
     }
 
     /// Expires allocations (releasing their relay ports), permissions and channels whose time
-    /// has come.
+    /// has come, Connect attempts that took too long (answered 447) and peer connections
+    /// never bound (closed).
     pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
         if self.next_sweep.is_some_and(|at| at > now) {
             return;
@@ -561,6 +617,7 @@ impl TurnServer {
         for allocation in self.allocations.iter_mut().flatten() {
             allocation.sweep(now);
         }
+        self.sweep_peer_connections(now);
         if !self.by_five_tuple.is_empty() {
             self.schedule_sweep(now);
         }
@@ -569,6 +626,7 @@ impl TurnServer {
     pub(crate) fn insert(&mut self, allocation: Allocation) -> usize {
         let five_tuple = allocation.five_tuple;
         let relays = allocation.relays();
+        let tcp = allocation.tcp.is_some();
         let index = match self.free_slots.pop() {
             Some(index) => {
                 self.allocations[index] = Some(allocation);
@@ -580,8 +638,13 @@ impl TurnServer {
             }
         };
         self.by_five_tuple.insert(five_tuple, index);
+        let by_relay = if tcp {
+            &mut self.tcp.by_relay
+        } else {
+            &mut self.by_relay
+        };
         for relay in relays {
-            self.by_relay.insert(relay.local, index);
+            by_relay.insert(relay.local, index);
         }
         index
     }
@@ -597,9 +660,13 @@ impl TurnServer {
         };
         self.free_slots.push(index);
         self.by_five_tuple.remove(&allocation.five_tuple);
-        for relay in allocation.relays() {
-            self.by_relay.remove(&relay.local);
-            sockets.release(relay.local);
+        if allocation.tcp.is_some() {
+            self.end_tcp_allocation(&allocation, reason, sockets);
+        } else {
+            for relay in allocation.relays() {
+                self.by_relay.remove(&relay.local);
+                sockets.release(relay.local);
+            }
         }
         // One quota unit per allocation, however many relays it holds.
         self.quotas.release(&allocation.username);

@@ -131,7 +131,7 @@ fn second_allocate_on_the_same_five_tuple_is_a_mismatch() {
 }
 
 #[test]
-fn requested_transport_is_required_and_must_be_udp() {
+fn requested_transport_is_required_and_must_be_udp_or_tcp() {
     let mut h = Harness::new();
     let mut alice = Client::alice();
     // Without REQUESTED-TRANSPORT: 400, even before authentication.
@@ -147,12 +147,20 @@ fn requested_transport_is_required_and_must_be_udp() {
         &[AnyAttribute::RequestedTransport(RequestedTransport::UDP)],
     );
     bob.learn_nonce(&challenge);
+    // SCTP: neither UDP nor TCP (RFC 6062 §5.1).
+    let reply = h.request(
+        &bob,
+        Method::ALLOCATE,
+        &[AnyAttribute::RequestedTransport(RequestedTransport(132))],
+    );
+    assert_error(&reply, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL);
+    // TCP, but over UDP: a TCP allocation needs a TCP or TLS control connection (tests/tcp.rs).
     let reply = h.request(
         &bob,
         Method::ALLOCATE,
         &[AnyAttribute::RequestedTransport(RequestedTransport::TCP)],
     );
-    assert_error(&reply, ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL);
+    assert_error(&reply, ErrorCode::BAD_REQUEST);
     let reply = h.request(
         &bob,
         Method::ALLOCATE,

@@ -714,6 +714,7 @@ fn exchange(h: &mut Harness, client: &mut Client, packet: &[u8]) {
         }
         ClientAction::Drop => {}
         ClientAction::Close => panic!("a UDP client is never disconnected"),
+        ClientAction::PipeToPeer { .. } => panic!("no ConnectionBind succeeds over UDP"),
     }
 }
 

@@ -130,4 +130,20 @@ mod tests {
             Some("599".to_string())
         );
     }
+
+    #[test]
+    fn rfc_6062_codes() {
+        let exists = ErrorCode::CONNECTION_ALREADY_EXISTS;
+        assert_eq!(
+            (exists.code(), exists.class(), exists.number()),
+            (446, 4, 46)
+        );
+        assert_eq!(exists.reason(), Some("Connection Already Exists"));
+        let failed = ErrorCode::CONNECTION_TIMEOUT_OR_FAILURE;
+        assert_eq!(
+            (failed.code(), failed.class(), failed.number()),
+            (447, 4, 47)
+        );
+        assert_eq!(failed.to_string(), "447 Connection Timeout or Failure");
+    }
 }

@@ -238,6 +238,36 @@ mod tests {
     }
 
     #[test]
+    fn rfc_6062_methods() {
+        // RFC 6062 §6.1: Connect 0x000A, ConnectionBind 0x000B (requests and responses),
+        // ConnectionAttempt 0x000C (an indication).
+        for (method, value, name) in [
+            (Method::CONNECT, 0x000A, "Connect"),
+            (Method::CONNECTION_BIND, 0x000B, "ConnectionBind"),
+            (Method::CONNECTION_ATTEMPT, 0x000C, "ConnectionAttempt"),
+        ] {
+            assert_eq!(method.value(), value);
+            assert_eq!(Method::new(value), Some(method));
+            assert_eq!(method.name(), Some(name));
+        }
+        let connect = MessageType::new(Method::CONNECT, Class::Request);
+        assert_eq!(connect.to_u16(), 0x000A);
+        assert_eq!(connect.success().to_u16(), 0x010A);
+        assert_eq!(connect.error().to_u16(), 0x011A);
+        let bind = MessageType::new(Method::CONNECTION_BIND, Class::Request);
+        assert_eq!(bind.to_u16(), 0x000B);
+        assert_eq!(bind.success().to_u16(), 0x010B);
+        assert_eq!(bind.error().to_u16(), 0x011B);
+        assert_eq!(
+            MessageType::from_u16(0x001C),
+            Some(MessageType::new(
+                Method::CONNECTION_ATTEMPT,
+                Class::Indication
+            ))
+        );
+    }
+
+    #[test]
     fn message_type_round_trips_every_14_bit_value() {
         for value in 0..0x4000u16 {
             let decoded = MessageType::from_u16(value).expect("top bits clear");

@@ -27,12 +27,13 @@ pub struct TurnStream {
 /// The local preference of a relayed candidate: its socket's, lowered for TCP and more for
 /// TLS, so that with up to 64 sockets every relay over UDP ranks above every relay over TCP,
 /// and those above every one over TLS (RFC 8445 §5.1.2.1: a stream adds head-of-line
-/// blocking, and TLS a handshake and framing besides).
+/// blocking, and TLS a handshake and framing besides). No driver runs DTLS relays yet; one
+/// would rank with TLS, whose handshake and record overhead it shares.
 pub(super) fn relay_preference(socket_preference: u16, transport: Transport) -> u16 {
     let penalty = match transport {
         Transport::Udp => 0,
         Transport::Tcp => 0x4000,
-        Transport::Tls => 0x8000,
+        Transport::Tls | Transport::Dtls => 0x8000,
     };
     socket_preference.saturating_sub(penalty)
 }

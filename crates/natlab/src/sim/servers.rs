@@ -316,8 +316,9 @@ impl TurnNode {
             .server
             .handle_client(now, five_tuple, packet, &mut self.out, &mut self.sockets)
         {
-            // The simulated clients speak UDP, where nothing is ever closed.
-            ClientAction::Drop | ClientAction::Close => {}
+            // The simulated clients speak UDP, where nothing is ever closed and no connection
+            // becomes a TCP allocation's data connection.
+            ClientAction::Drop | ClientAction::Close | ClientAction::PipeToPeer { .. } => {}
             ClientAction::Reply(len) => {
                 let bytes = self.out.get(..len).map(<[u8]>::to_vec);
                 self.push(local, remote, bytes.as_deref());

@@ -561,7 +561,7 @@ impl Relay<'_> {
         let allocated = tokio::time::timeout(self.limit(), session.allocate()).await;
         let outcome = match allocated {
             Ok(Ok((relayed, _, _))) => Ok(relayed),
-            Ok(Err(error)) if session.is_stream() => Err(format!(
+            Ok(Err(error)) if session.is_stream() || session.is_dtls() => Err(format!(
                 "cannot allocate: {}",
                 explain_session(&session, &error, self.credentials)
             )),

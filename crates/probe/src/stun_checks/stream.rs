@@ -1,6 +1,7 @@
 //! The STUN checks over a TCP or TLS connection: `connect` (and for TLS `tls` and
 //! `tls-certificate`), then `binding` and `mapped-address` over that one connection. NAT
-//! behaviour discovery is UDP's and is skipped with the reason.
+//! behaviour discovery is UDP's and is skipped with the reason. The `binding` and
+//! `mapped-address` checks over one [`Link`] serve DTLS too ([`super::dtls`]).
 
 use icebreaker_ice::uri::Transport;
 use icebreaker_wire::TransactionId;
@@ -14,7 +15,7 @@ use super::{
 use crate::net::{self, TransactError, transport_name};
 use crate::report::Check;
 use crate::stats::millis;
-use crate::stream::{ConnectError, Dialer, StreamConn};
+use crate::stream::{ConnectError, Dialer, Link};
 use crate::tls::{self, TLS, TLS_CERTIFICATE};
 use crate::{Settings, Target};
 
@@ -37,10 +38,7 @@ pub async fn binding_over_stream(
     let dialer = Dialer::new(target, settings);
     let mut checks = Vec::new();
     let skip_binding = |checks: &mut Vec<Check>, failed: &str| {
-        for name in [BINDING, MAPPED_ADDRESS] {
-            let reason = format!("depends on {failed}, which failed");
-            checks.push(Check::skip(&label, name, reason));
-        }
+        checks.extend(skipped_bindings(&label, failed));
     };
     let connection = match dialer.connect(settings.timeout).await {
         Ok(connection) => connection,
@@ -75,43 +73,65 @@ pub async fn binding_over_stream(
     if let Some(handshake) = &connection.tls {
         checks.extend(tls::checks(&label, handshake));
     }
-    let mut conn = connection.stream;
-    let (binding, mapped) = bindings(&label, &dialer, &mut conn, settings).await;
+    let mut link = Link::Stream {
+        conn: connection.stream,
+        rng: StdRng::from_os_rng(),
+    };
+    let info = binding_checks(&label, &dialer, &mut link, settings, &mut checks).await;
+    (checks, info)
+}
+
+/// `binding` and `mapped-address` skipped because the check `failed` failed.
+pub(super) fn skipped_bindings(label: &str, failed: &str) -> [Check; 2] {
+    [BINDING, MAPPED_ADDRESS].map(|name| {
+        let reason = format!("depends on {failed}, which failed");
+        Check::skip(label, name, reason)
+    })
+}
+
+/// The `binding` and `mapped-address` checks over `link`, pushed to `checks`; what the
+/// answers said when some came.
+pub(super) async fn binding_checks(
+    label: &str,
+    dialer: &Dialer,
+    link: &mut Link,
+    settings: &Settings,
+    checks: &mut Vec<Check>,
+) -> Option<BindingInfo> {
+    let (binding, mapped) = bindings(label, dialer, link, settings).await;
     checks.push(binding);
     match mapped {
         Some((mapped, info)) => {
             checks.push(mapped);
-            (checks, Some(info))
+            Some(info)
         }
         None => {
             checks.push(Check::skip(
-                &label,
+                label,
                 MAPPED_ADDRESS,
                 "the server gave no usable Binding answer (see `binding`)",
             ));
-            (checks, None)
+            None
         }
     }
 }
 
-/// The `binding` check over `conn`, and `mapped-address` with what the answers said when
+/// The `binding` check over `link`, and `mapped-address` with what the answers said when
 /// some came.
 async fn bindings(
     label: &str,
     dialer: &Dialer,
-    conn: &mut StreamConn,
+    link: &mut Link,
     settings: &Settings,
 ) -> (Check, Option<(Check, BindingInfo)>) {
     let server = dialer.server();
     let transport = dialer.transport();
-    let mut rng = StdRng::from_os_rng();
     let sent = settings.count.max(1);
     let mut run = Run::default();
     let mut failure: Option<(String, String)> = None;
     for _ in 0..sent {
-        let mut id = [0u8; 12];
-        rng.fill_bytes(&mut id);
-        let request = match net::binding_request(TransactionId::new(id), NO_CHANGE, None) {
+        let id = link.transaction_id();
+        let request = match net::binding_request(id, NO_CHANGE, None) {
             Ok(request) => request,
             Err(e) => {
                 failure = Some((
@@ -121,7 +141,7 @@ async fn bindings(
                 break;
             }
         };
-        match conn.transact(&request, settings.timeout).await {
+        match link.transact(&request, settings.timeout).await {
             Ok(response) => match read_answer(&response.bytes) {
                 Answer::Mapped(mapped) => run.record(mapped, &response),
                 Answer::Refused(refusal) => {
@@ -151,7 +171,10 @@ async fn bindings(
             }
         }
     }
-    let mapped = run.mapped_address(label, conn.local_addr());
+    let local = link
+        .local_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::new(net::unspecified(server.ip()), 0));
+    let mapped = run.mapped_address(label, local);
     let check = match (failure, mapped.is_some()) {
         (None, true) => run.check(label, sent),
         (Some((_, explanation)), true) => {
@@ -188,14 +211,21 @@ async fn answers_plain_stun(dialer: &Dialer, settings: &Settings) -> bool {
         .is_ok_and(|response| response.message().is_some())
 }
 
-/// The NAT behaviour checks, skipped on a `transport` stream.
+/// The NAT behaviour checks, skipped on a `transport` stream or over DTLS.
 pub fn nat_skipped_on_stream(label: &str, transport: Transport) -> Vec<Check> {
-    let reason = format!(
-        "NAT behaviour discovery (RFC 5780) runs over UDP: the NAT's mappings of a {} \
-         connection say nothing about the UDP mappings media use; probe the server's stun: \
-         or turn: URI over UDP for them",
-        transport_name(transport)
-    );
+    let reason = if transport == Transport::Dtls {
+        "NAT behaviour discovery (RFC 5780) needs answers from the server's other address and \
+         port, which cannot come inside one DTLS association (mapped-address shows this UDP \
+         socket's mapping); probe the server's stun: or turn: URI over UDP for the rest"
+            .to_owned()
+    } else {
+        format!(
+            "NAT behaviour discovery (RFC 5780) runs over UDP: the NAT's mappings of a {} \
+             connection say nothing about the UDP mappings media use; probe the server's \
+             stun: or turn: URI over UDP for them",
+            transport_name(transport)
+        )
+    };
     let mut checks = vec![Check::skip(label, NAT_MAPPING, reason)];
     for name in [NAT_FILTERING, HAIRPINNING, MAPPING_LIFETIME] {
         checks.push(Check::skip(label, name, "UDP only (see nat-mapping)"));

@@ -15,8 +15,8 @@ pub fn explain(error: &TurnError, credentials: &Credentials) -> String {
     explain_at(error, credentials, SystemTime::now())
 }
 
-/// [`explain`] for a request of `session`: over a stream, a broken connection or a silent
-/// server mean something else than over UDP.
+/// [`explain`] for a request of `session`: over a stream or DTLS, a broken connection or a
+/// silent server mean something else than over UDP.
 pub fn explain_session(
     session: &TurnSession,
     error: &TurnError,
@@ -31,6 +31,12 @@ pub fn explain_session(
     if session.is_stream() && *error == TurnError::Timeout {
         return "no answer from the server within the timeout: it accepted the connection but \
                 does not answer TURN requests on it, or it is overloaded"
+            .to_owned();
+    }
+    if session.is_dtls() && *error == TurnError::Timeout {
+        return "no answer from the server within the timeout: the DTLS handshake succeeded but \
+                the server does not answer TURN requests inside the association, or it is \
+                overloaded"
             .to_owned();
     }
     explain(error, credentials)

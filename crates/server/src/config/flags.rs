@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::values::{LogLevel, PortRange, Secret, User};
+use super::values::{ListenOrNone, LogLevel, PortRange, Secret, User};
 
 /// One flag per configuration key. A flag that is given replaces the file's value; for a
 /// repeatable flag, the values given replace the file's whole list.
@@ -26,6 +26,14 @@ pub struct Flags {
         help_heading = "Configuration"
     )]
     pub tls_listen: Vec<SocketAddr>,
+
+    /// Address to listen on for DTLS, or `none` (repeatable) [default: the TLS addresses over UDP, if the certificate is ECDSA]
+    #[arg(
+        long = "dtls-listen",
+        value_name = "ADDR",
+        help_heading = "Configuration"
+    )]
+    pub dtls_listen: Vec<ListenOrNone>,
 
     /// TLS certificate chain, PEM; reloaded on SIGHUP and when it changes
     #[arg(long, value_name = "FILE", help_heading = "Configuration")]
@@ -121,6 +129,10 @@ pub struct Flags {
     #[arg(long, value_name = "TEXT", help_heading = "Configuration")]
     pub software: Option<String>,
 
+    /// Refuse TCP allocations (RFC 6062 TCP peers) with 442 [default: granted]
+    #[arg(long, help_heading = "Configuration")]
+    pub no_tcp_relay: bool,
+
     /// Allocations per user [default: 10]
     #[arg(long, value_name = "N", help_heading = "Limits")]
     pub user_quota: Option<u32>,
@@ -153,15 +165,15 @@ pub struct Flags {
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub nonce_lifetime: Option<u32>,
 
-    /// TCP and TLS connections open at once [default: 10000]
+    /// TCP and TLS connections and DTLS sessions open at once [default: 10000]
     #[arg(long, value_name = "N", help_heading = "Limits")]
     pub max_connections: Option<u32>,
 
-    /// Seconds a TCP/TLS connection without allocation may stay silent [default: 60]
+    /// Seconds a TCP/TLS/DTLS connection without allocation may stay silent [default: 60]
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub idle_timeout: Option<u32>,
 
-    /// Seconds a TCP/TLS connection may hold half a frame [default: 10]
+    /// Seconds a TCP/TLS connection may hold half a frame, or a handshake take [default: 10]
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub frame_timeout: Option<u32>,
 

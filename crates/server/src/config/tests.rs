@@ -63,6 +63,10 @@ fn defaults() {
     assert_eq!(config.max_bandwidth, 0);
     assert_eq!((config.max_lifetime, config.default_lifetime), (3600, 600));
     assert_eq!((config.nonce_lifetime, config.drain_timeout), (600, 30));
+    assert!(
+        config.tcp_relay,
+        "RFC 6062 TCP allocations are granted, as coturn does"
+    );
     // An empty file is the defaults too.
     assert_eq!(load("", &[]).unwrap(), Config::default());
 }
@@ -176,6 +180,10 @@ fn every_key_has_a_flag() {
             "/etc/icebreaker/cert.pem",
             "--tls-key",
             "/etc/icebreaker/key.pem",
+            "--dtls-listen",
+            "127.0.0.1:5350",
+            "--dtls-listen",
+            "[::1]:5350",
             "--proxy-protocol",
             "--alternate-server",
             "203.0.113.20:3478",
@@ -187,6 +195,7 @@ fn every_key_has_a_flag() {
             "4",
             "--max-frame",
             "2048",
+            "--no-tcp-relay",
         ]),
     )
     .unwrap();
@@ -233,6 +242,12 @@ fn every_key_has_a_flag() {
     assert!(config.rfc5766_channels);
     assert_eq!(config.tls_listen.len(), 2);
     assert_eq!(config.effective_tls_listen(), config.tls_listen);
+    let dtls: Vec<SocketAddr> = vec![
+        "127.0.0.1:5350".parse().unwrap(),
+        "[::1]:5350".parse().unwrap(),
+    ];
+    assert_eq!(config.dtls_listen.as_deref(), Some(&dtls[..]));
+    assert_eq!(config.effective_dtls_listen(), dtls);
     assert_eq!(
         config.tls_cert.as_deref(),
         Some(Path::new("/etc/icebreaker/cert.pem"))
@@ -248,6 +263,7 @@ fn every_key_has_a_flag() {
     );
     assert_eq!(config.max_connections, 50);
     assert_eq!((config.idle_timeout, config.frame_timeout), (30, 4));
+    assert!(!config.tcp_relay);
     assert_eq!(config.max_frame, 2048);
 }
 
@@ -272,6 +288,49 @@ fn tls_listens_on_5349_by_default_once_a_certificate_is_set() {
     );
 }
 
+#[test]
+fn dtls_listens_where_tls_does_unless_told_otherwise() {
+    let config = load("", &[]).unwrap();
+    assert_eq!(config.dtls_listen, None);
+    assert!(
+        config.effective_dtls_listen().is_empty(),
+        "no DTLS without a certificate"
+    );
+
+    let certificate = "listen = [\"127.0.0.1:3478\"]\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n";
+    let config = load(certificate, &[]).unwrap();
+    assert_eq!(
+        config.effective_dtls_listen(),
+        ["127.0.0.1:5349".parse::<SocketAddr>().unwrap()]
+    );
+    let config = load(certificate, &["--tls-listen", "127.0.0.1:443"]).unwrap();
+    assert_eq!(
+        config.effective_dtls_listen(),
+        ["127.0.0.1:443".parse::<SocketAddr>().unwrap()],
+        "DTLS follows the TLS addresses"
+    );
+
+    // An empty list, in the file or as `--dtls-listen none`, turns it off.
+    let off = load(&format!("{certificate}dtls-listen = []\n"), &[]).unwrap();
+    assert_eq!(off.dtls_listen, Some(Vec::new()));
+    assert!(off.effective_dtls_listen().is_empty());
+    let off = load(certificate, &["--dtls-listen", "none"]).unwrap();
+    assert_eq!(off.dtls_listen, Some(Vec::new()));
+    assert!(off.effective_dtls_listen().is_empty());
+
+    let explicit = load(
+        &format!("{certificate}dtls-listen = [\"127.0.0.1:5350\"]\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        explicit.effective_dtls_listen(),
+        ["127.0.0.1:5350".parse::<SocketAddr>().unwrap()]
+    );
+    // An empty list needs no certificate.
+    assert!(load("dtls-listen = []", &[]).is_ok());
+}
+
 /// Every key `to_toml` prints, commented out or not.
 fn printed_keys() -> BTreeSet<String> {
     Config::default()
@@ -293,7 +352,7 @@ fn printed_keys() -> BTreeSet<String> {
 #[test]
 fn keys_and_flags_match() {
     let keys = printed_keys();
-    assert_eq!(keys.len(), 33, "{keys:?}");
+    assert_eq!(keys.len(), 35, "{keys:?}");
     let flags: BTreeSet<String> = Cli::command()
         .get_arguments()
         .filter_map(|arg| arg.get_long())
@@ -356,6 +415,8 @@ fn bad_values_name_their_key() {
         ("threads = 0", "threads"),
         ("user-quota = -1", "user-quota"),
         ("user-quota = \"ten\"", "user-quota"),
+        ("dtls-listen = [\"127.0.0.1\"]", "dtls-listen"),
+        ("dtls-listen = \"127.0.0.1:5349\"", "dtls-listen"),
     ] {
         let (line, _, found, reason) = file_error(&format!("\n{text}\n"));
         assert_eq!((line, found.as_deref()), (2, Some(key)), "{text}: {reason}");
@@ -379,6 +440,7 @@ fn bad_flags_are_refused_by_name() {
         &["--deny-peer", "10.0.0.1"],
         &["--auth-secret", "short"],
         &["--threads", "0"],
+        &["--dtls-listen", "127.0.0.1"],
     ] {
         let error = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
             .err()
@@ -457,6 +519,16 @@ fn rules_across_values() {
     );
     check(
         "",
+        &["--dtls-listen", "127.0.0.1:5349"],
+        "--dtls-listen: needs tls-cert and tls-key",
+    );
+    check(
+        "dtls-listen = [\"127.0.0.1:5349\"]",
+        &[],
+        "test.toml:1:15: dtls-listen: needs tls-cert and tls-key",
+    );
+    check(
+        "",
         &["--max-frame", "100"],
         "--max-frame: must be 1024 to 65555 bytes: room for any TURN request, and no more than a length field can say",
     );
@@ -516,6 +588,7 @@ fn to_toml_redacts_and_loads_back() {
     );
     assert!(text.contains("auth-secrets = [\"<redacted>\"]"), "{text}");
     assert!(text.contains("# relay-ip is not set"), "{text}");
+    assert!(text.contains("# dtls-listen is not set"), "{text}");
 
     // With the secret put back, the printed configuration is the configuration.
     let reloaded = load(
@@ -530,6 +603,10 @@ fn to_toml_redacts_and_loads_back() {
         Config::default().to_toml(),
         load(&Config::default().to_toml(), &[]).unwrap().to_toml()
     );
+    // DTLS turned off stays off through a print and a load.
+    let off = load("dtls-listen = []", &[]).unwrap();
+    assert!(off.to_toml().contains("dtls-listen = []\n"));
+    assert_eq!(load(&off.to_toml(), &[]).unwrap(), off);
 }
 
 #[test]
@@ -543,6 +620,25 @@ fn warnings() {
     )
     .unwrap();
     assert!(config.warnings()[0].contains("::/0"));
+}
+
+#[test]
+fn tcp_relay_is_a_key_and_a_negative_flag() {
+    assert!(!load("tcp-relay = false", &[]).unwrap().tcp_relay);
+    assert!(load("tcp-relay = true", &[]).unwrap().tcp_relay);
+    // The flag only turns it off, over the file too.
+    assert!(
+        !load("tcp-relay = true", &["--no-tcp-relay"])
+            .unwrap()
+            .tcp_relay
+    );
+    assert!(!load("", &["--no-tcp-relay"]).unwrap().tcp_relay);
+    let (_, _, key, _) = file_error("tcp-relay = \"no\"");
+    assert_eq!(key.as_deref(), Some("tcp-relay"));
+    // Printed, it loads back.
+    let off = load("tcp-relay = false", &[]).unwrap();
+    assert!(off.to_toml().contains("tcp-relay = false\n"));
+    assert_eq!(load(&off.to_toml(), &[]).unwrap(), off);
 }
 
 const EXAMPLE: &str = concat!(

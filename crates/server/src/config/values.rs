@@ -277,6 +277,23 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// A value of a repeatable listen flag that may turn its listener off: an address, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenOrNone(pub Option<std::net::SocketAddr>);
+
+impl FromStr for ListenOrNone {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<ListenOrNone, InvalidValue> {
+        if s == "none" {
+            return Ok(ListenOrNone(None));
+        }
+        s.parse()
+            .map(|a| ListenOrNone(Some(a)))
+            .map_err(|_| InvalidValue::new(format!("`{s}` is neither IP:PORT nor `none`")))
+    }
+}
+
 /// How much the server logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -15,6 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use tracing::debug;
 
+use super::tcp_relay::Handover;
 use super::{CONN_BASE, Io, Worker, is_binding_request};
 use crate::stream::{Arrival, CloseReason, FrameReader, Link, StreamLimits, overdue};
 
@@ -52,6 +53,16 @@ struct Connection {
     last_read: Instant,
     /// Whether the poller also watches for room to write.
     writable: bool,
+    /// Whether its first frame was looked at for a ConnectionBind of another worker's.
+    routed: bool,
+}
+
+/// A connection taken off the stream side, still counted against the connection limit: to
+/// become a data connection (RFC 6062), or to move to another worker.
+pub(crate) struct Detached {
+    pub(crate) link: Link<TcpStream>,
+    pub(crate) reader: FrameReader,
+    pub(crate) five_tuple: FiveTuple,
 }
 
 /// One worker's listeners and connections.
@@ -108,6 +119,12 @@ impl Streams {
         let sent = connection.link.send(frame, true);
         self.dirty.push(slot);
         sent
+    }
+
+    /// A connection taken off with [`Worker::detach`] has closed: its place under the limit
+    /// is free.
+    pub(super) fn connection_ended(&self) {
+        self.settings.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -181,6 +198,7 @@ impl Worker {
                 five_tuple,
                 last_read: now,
                 writable: false,
+                routed: false,
             });
             self.streams.by_client.insert(five_tuple, slot);
             if self.streams.next_sweep.is_none() {
@@ -229,8 +247,14 @@ impl Worker {
             // followed by FIN must delete the allocation with a proper answer.
             Arrival::Closed(reason) => closing = Some(reason),
         }
-        if let Err(reason) = self.serve_frames(io, slot, now) {
-            closing = Some(reason);
+        match self.serve_frames(io, slot, now) {
+            Ok(None) => {}
+            Ok(Some(handover)) => {
+                io.send.flush();
+                self.hand_over(slot, handover, closing, now);
+                return;
+            }
+            Err(reason) => closing = Some(reason),
         }
         io.send.flush();
         self.streams.dirty.push(slot);
@@ -239,8 +263,14 @@ impl Worker {
         }
     }
 
-    /// Serves every whole frame connection `slot` holds.
-    fn serve_frames(&mut self, io: &mut Io, slot: usize, now: Instant) -> Result<(), CloseReason> {
+    /// Serves every whole frame connection `slot` holds, until one hands the connection over
+    /// to the TCP relay side.
+    fn serve_frames(
+        &mut self,
+        io: &mut Io,
+        slot: usize,
+        now: Instant,
+    ) -> Result<Option<Handover>, CloseReason> {
         let limits = self.streams.settings.limits;
         let Worker {
             streams,
@@ -249,20 +279,29 @@ impl Worker {
             binding,
             metrics,
             out,
+            tcp,
             ..
         } = self;
         let Some(connection) = streams.connections.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(());
+            return Ok(None);
         };
         let Connection {
             link,
             reader,
             five_tuple,
+            routed,
             ..
         } = connection;
         let five_tuple = *five_tuple;
         while let Some(range) = reader.next_frame(&limits, now)? {
-            let frame = &reader.bytes()[range];
+            let frame = &reader.bytes()[range.clone()];
+            if !*routed {
+                *routed = true;
+                if let Some(worker) = tcp.route(frame) {
+                    let from = range.start;
+                    return Ok(Some(Handover::Route { worker, from }));
+                }
+            }
             if is_binding_request(frame) {
                 let Ok(request) = Message::parse(frame) else {
                     continue;
@@ -281,6 +320,11 @@ impl Worker {
             match core.handle_client(now, five_tuple, frame, out, relays) {
                 ClientAction::Drop => {}
                 ClientAction::Close => return Err(CloseReason::Throttled),
+                ClientAction::PipeToPeer { len, id } => {
+                    link.send(&out[..len], false);
+                    let from = range.end;
+                    return Ok(Some(Handover::Pipe { id, from }));
+                }
                 ClientAction::Reply(n) => {
                     link.send(&out[..n], false);
                 }
@@ -300,7 +344,68 @@ impl Worker {
                 ),
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Takes connection `slot` off the stream side, to hand it over: no longer watched, but
+    /// still counted against the connection limit.
+    pub(super) fn detach(&mut self, slot: usize) -> Option<Detached> {
+        let mut connection = self
+            .streams
+            .connections
+            .get_mut(slot)
+            .and_then(Option::take)?;
+        let _ = self
+            .poll
+            .registry()
+            .deregister(connection.link.stream_mut());
+        self.streams.by_client.remove(&connection.five_tuple);
+        self.streams.free.push(slot);
+        Some(Detached {
+            link: connection.link,
+            reader: connection.reader,
+            five_tuple: connection.five_tuple,
+        })
+    }
+
+    /// Takes in a connection another worker read a ConnectionBind on for this worker's core,
+    /// and serves the bytes it brought.
+    pub(super) fn adopt(&mut self, io: &mut Io, detached: Detached, now: Instant) {
+        let Detached {
+            mut link,
+            reader,
+            five_tuple,
+        } = detached;
+        let slot = self.streams.free.pop().unwrap_or_else(|| {
+            self.streams.connections.push(None);
+            self.streams.connections.len() - 1
+        });
+        if let Err(error) = self.poll.registry().register(
+            link.stream_mut(),
+            Token(CONN_BASE + slot),
+            Interest::READABLE,
+        ) {
+            debug!(%error, "cannot watch a connection");
+            self.streams.free.push(slot);
+            self.streams.connection_ended();
+            self.metrics
+                .connection_closed(five_tuple.transport, CloseReason::Peer);
+            return;
+        }
+        self.streams.connections[slot] = Some(Connection {
+            link,
+            reader,
+            five_tuple,
+            last_read: now,
+            writable: false,
+            routed: true,
+        });
+        self.streams.by_client.insert(five_tuple, slot);
+        if self.streams.next_sweep.is_none() {
+            self.streams.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+        // No readiness event announces the bytes already read.
+        self.connection_ready(io, slot, true, true, now);
     }
 
     /// Writes out what connections queued; watches for room to write where the socket was

@@ -29,12 +29,13 @@ pub const SERVER: &str = "203.0.113.1:3478";
 pub const UNIX_START: u64 = 1_795_219_200;
 
 /// Relay sockets that live in a set; ports can be refused to play another program, and whole
-/// IPs to play an address that is gone.
+/// IPs to play an address that is gone. TCP listeners (RFC 6062) live in a set of their own.
 #[derive(Default)]
 pub struct FakeSockets {
     pub bound: HashSet<SocketAddr>,
     pub refuse: HashSet<u16>,
     pub refuse_ip: HashSet<IpAddr>,
+    pub listening: HashSet<SocketAddr>,
 }
 
 impl RelaySockets for FakeSockets {
@@ -48,6 +49,19 @@ impl RelaySockets for FakeSockets {
         assert!(
             self.bound.remove(&addr),
             "released {addr}, which was not bound"
+        );
+    }
+
+    fn bind_tcp(&mut self, addr: SocketAddr) -> bool {
+        !self.refuse.contains(&addr.port())
+            && !self.refuse_ip.contains(&addr.ip())
+            && self.listening.insert(addr)
+    }
+
+    fn release_tcp(&mut self, addr: SocketAddr) {
+        assert!(
+            self.listening.remove(&addr),
+            "released TCP {addr}, which was not listening"
         );
     }
 }
@@ -133,7 +147,8 @@ impl Harness {
         TransactionId::new(bytes)
     }
 
-    /// Sends raw bytes from `client`; returns the action and, for a reply, its bytes.
+    /// Sends raw bytes from `client`; returns the action and, for a reply (or the response of a
+    /// ConnectionBind that turns the connection into a pipe), its bytes.
     pub fn send(&mut self, client: &Client, packet: &[u8]) -> (ClientAction, Vec<u8>) {
         let mut out = [0u8; 2048];
         let action = self.server.handle_client(
@@ -145,7 +160,7 @@ impl Harness {
         );
         self.drain();
         let reply = match action {
-            ClientAction::Reply(len) => out[..len].to_vec(),
+            ClientAction::Reply(len) | ClientAction::PipeToPeer { len, .. } => out[..len].to_vec(),
             _ => Vec::new(),
         };
         (action, reply)

@@ -328,6 +328,42 @@ mod tests {
     }
 
     #[test]
+    fn connection_id_is_four_bytes_big_endian() {
+        // RFC 6062 §6.2.1: type 0x002A, a 32-bit value, comprehension-required.
+        assert_eq!(ConnectionId::TYPE, AttrType(0x002A));
+        assert_eq!(ConnectionId::TYPE.name(), Some("CONNECTION-ID"));
+        assert!(ConnectionId::TYPE.is_comprehension_required());
+        assert!(ConnectionId::TYPE.is_known());
+        let id = ConnectionId(0x5A12_3456);
+        assert_eq!(id.value_len(), 4);
+        let mut out = [0u8; 4];
+        id.encode(&mut out, &TID);
+        assert_eq!(out, [0x5A, 0x12, 0x34, 0x56]);
+        assert_eq!(ConnectionId::decode(&out, &TID), Ok(id));
+        for bad in [&[0u8; 3][..], &[0u8; 5][..], &[][..]] {
+            assert_eq!(
+                ConnectionId::decode(bad, &TID),
+                Err(AttributeError::InvalidLength {
+                    attr: AttrType::CONNECTION_ID,
+                    len: bad.len()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn requested_transport_numbers() {
+        // IP protocol numbers: UDP 17 (RFC 8656 §18.8), TCP 6 (RFC 6062 §4.1).
+        let mut out = [0xFF; 4];
+        RequestedTransport::TCP.encode(&mut out, &TID);
+        assert_eq!(out, [6, 0, 0, 0], "RFFU zeroed");
+        assert_eq!(
+            RequestedTransport::decode(&[17, 0, 0, 0], &TID),
+            Ok(RequestedTransport::UDP)
+        );
+    }
+
+    #[test]
     fn even_port_flag() {
         assert_eq!(
             EvenPort::decode(&[0x80], &TID),
