@@ -144,40 +144,15 @@ impl Worker {
                     continue;
                 }
             };
+            let Io { recv, send } = &mut *io;
             for i in 0..received {
-                let Some((from, slot, len)) = io.recv.get_mut(i) else {
+                let Some((from, slot, len)) = recv.get_mut(i) else {
                     continue;
                 };
                 let datagram = &slot[HEADROOM..HEADROOM + len];
-                let Worker {
-                    dtls,
-                    relays,
-                    core,
-                    binding,
-                    metrics,
-                    out,
-                    ..
-                } = self;
-                let Some(DtlsSide {
-                    listeners,
-                    sessions,
-                }) = dtls.as_mut()
-                else {
-                    return;
-                };
-                let mut host = WorkerHost {
-                    outbound: Outbound {
-                        listeners,
-                        send: &mut io.send,
-                    },
-                    relays,
-                    core,
-                    binding,
-                    metrics,
-                    out,
-                    now,
-                };
-                sessions.receive(now, local, from, datagram, &mut host);
+                self.with_dtls_host(send, now, |sessions, host| {
+                    sessions.receive(now, local, from, datagram, host);
+                });
             }
             io.send.flush();
             if received < BATCH {
@@ -196,7 +171,7 @@ impl Worker {
         if self.dtls_poll_timeout().is_none_or(|at| at > now) {
             return;
         }
-        self.with_dtls_host(io, now, |sessions, host| {
+        self.with_dtls_host(&mut io.send, now, |sessions, host| {
             sessions.handle_timeout(now, host);
         });
         io.send.flush();
@@ -204,15 +179,17 @@ impl Worker {
 
     /// Closes every DTLS session, when the worker stops.
     pub(super) fn close_dtls(&mut self, io: &mut Io) {
-        self.with_dtls_host(io, Instant::now(), |sessions, host| {
+        self.with_dtls_host(&mut io.send, Instant::now(), |sessions, host| {
             sessions.close_all(host);
         });
         io.send.flush();
     }
 
+    /// Runs `run` on the sessions with the worker's core, Binding service and sockets lent
+    /// to them, their datagrams queued on `send`.
     fn with_dtls_host(
         &mut self,
-        io: &mut Io,
+        send: &mut SendQueue,
         now: Instant,
         run: impl FnOnce(&mut DtlsServer, &mut WorkerHost<'_>),
     ) {
@@ -233,10 +210,7 @@ impl Worker {
             return;
         };
         let mut host = WorkerHost {
-            outbound: Outbound {
-                listeners,
-                send: &mut io.send,
-            },
+            outbound: Outbound { listeners, send },
             relays,
             core,
             binding,
