@@ -365,6 +365,9 @@ pub struct CoturnListeners<'a> {
     pub tcp: bool,
     /// TLS on a port of its own, with a self-signed certificate for localhost and 127.0.0.1.
     pub tls: bool,
+    /// DTLS over UDP on a port of its own (coturn's TLS listening port, shared with TLS when
+    /// both are on), with the same certificate.
+    pub dtls: bool,
     /// Also listen on 127.0.0.2, which gives coturn its RFC 5780 alternate address.
     pub rfc5780: bool,
     /// Further flags, such as `--allow-loopback-peers`.
@@ -379,13 +382,26 @@ pub struct Coturn {
     pub addr: SocketAddr,
     /// The TLS listening address, when it has one.
     pub tls: Option<SocketAddr>,
-    /// The certificate of the TLS listener, trusted with `--ca`.
+    /// The DTLS listening address, when it has one.
+    pub dtls: Option<SocketAddr>,
+    /// The certificate of the TLS and DTLS listeners, trusted with `--ca`.
     pub cert: Option<TestCertificate>,
 }
 
 impl Coturn {
     /// Starts it with `listeners` and returns once each of them answers.
     pub fn start(listeners: CoturnListeners<'_>) -> Coturn {
+        Coturn::start_with_certificate(listeners, |dir| {
+            test_certificate(dir, &["localhost", "127.0.0.1"])
+        })
+    }
+
+    /// As [`Coturn::start`], with the certificate `make` writes into the directory it is given
+    /// for TLS and DTLS.
+    pub fn start_with_certificate(
+        listeners: CoturnListeners<'_>,
+        make: impl FnOnce(&Path) -> TestCertificate,
+    ) -> Coturn {
         let port = free_udp_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir =
@@ -404,7 +420,7 @@ impl Coturn {
                 "--realm=example.org",
                 "--lt-cred-mech",
             ])
-            .args(["--no-dtls", "--no-cli"])
+            .arg("--no-cli")
             .arg(format!("--log-file={}", dir.join("turn.log").display()))
             .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
             .arg(format!("--userdb={}", dir.join("turndb").display()))
@@ -418,18 +434,25 @@ impl Coturn {
         if !listeners.tcp {
             command.arg("--no-tcp");
         }
-        let (tls, cert) = if listeners.tls {
-            let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
-            let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let cert = (listeners.tls || listeners.dtls).then(|| {
+            let cert = make(&dir);
+            let secure = free_port(&[std::net::Ipv4Addr::LOCALHOST.into()]);
             command
-                .arg(format!("--tls-listening-port={}", tls.port()))
+                .arg(format!("--tls-listening-port={secure}"))
                 .arg(format!("--cert={}", cert.cert_path.display()))
                 .arg(format!("--pkey={}", cert.key_path.display()));
-            (Some(tls), Some(cert))
-        } else {
+            (SocketAddr::from(([127, 0, 0, 1], secure)), cert)
+        });
+        let secure = cert.as_ref().map(|(addr, _)| *addr);
+        let tls = secure.filter(|_| listeners.tls);
+        let dtls = secure.filter(|_| listeners.dtls);
+        if tls.is_none() {
             command.arg("--no-tls");
-            (None, None)
-        };
+        }
+        if dtls.is_none() {
+            command.arg("--no-dtls");
+        }
+        let cert = cert.map(|(_, cert)| cert);
         let child = command
             .args(listeners.extra)
             .stdin(Stdio::null())
@@ -442,6 +465,7 @@ impl Coturn {
             dir,
             addr,
             tls,
+            dtls,
             cert,
         };
         if listeners.tcp {
@@ -474,9 +498,15 @@ impl Coturn {
         panic!("turnserver did not answer on {}", self.addr);
     }
 
-    /// The PEM file of its certificate, when it serves TLS.
+    /// The PEM file of its certificate, when it serves TLS or DTLS.
     pub fn cert_path(&self) -> Option<&Path> {
         self.cert.as_ref().map(|c| c.cert_path.as_path())
+    }
+
+    /// The DTLS listening address; panics when it serves no DTLS.
+    pub fn dtls_addr(&self) -> SocketAddr {
+        self.dtls
+            .unwrap_or_else(|| panic!("this turnserver was started without DTLS"))
     }
 
     /// Kills the server now, as a crash would.

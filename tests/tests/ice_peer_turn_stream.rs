@@ -43,6 +43,7 @@ fn start_coturn() -> Option<Coturn> {
         udp: false,
         tcp: true,
         tls: true,
+        dtls: false,
         rfc5780: false,
         extra: &["--allow-loopback-peers"],
     }))

@@ -224,6 +224,7 @@ fn coturn(extra: &[&str]) -> Coturn {
         udp: true,
         tcp: false,
         tls: false,
+        dtls: false,
         rfc5780: true,
         extra,
     })
@@ -236,6 +237,7 @@ fn coturn_with_tls(extra: &[&str]) -> Coturn {
         udp: true,
         tcp: true,
         tls: true,
+        dtls: false,
         rfc5780: true,
         extra,
     })

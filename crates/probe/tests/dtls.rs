@@ -30,7 +30,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
 mod common;
-use common::{DtlsCoturn, find, metric};
+use common::{dtls_coturn_serving, find, metric, start_dtls_coturn};
 
 fn settings() -> Settings {
     Settings {
@@ -55,8 +55,8 @@ fn trusting(certificates: Vec<CertificateDer<'static>>) -> Settings {
     }
 }
 
-fn trusting_coturn(coturn: &DtlsCoturn) -> Settings {
-    trusting(load_ca(&coturn.cert.cert_path).unwrap())
+fn trusting_coturn(coturn: &icebreaker_tests::Coturn) -> Settings {
+    trusting(load_ca(coturn.cert_path().expect("coturn serves DTLS")).unwrap())
 }
 
 async fn probe(uri: &str, settings: &Settings) -> Report {
@@ -114,9 +114,9 @@ async fn every_check_passes_over_dtls() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = DtlsCoturn::start(true);
+    let coturn = start_dtls_coturn(true);
     let report = probe(
-        &format!("turns:{}?transport=udp", coturn.dtls),
+        &format!("turns:{}?transport=udp", coturn.dtls_addr()),
         &trusting_coturn(&coturn),
     )
     .await;
@@ -148,7 +148,7 @@ async fn every_check_passes_over_dtls() {
     assert!(mapped.value.contains("no NAT"), "{mapped:#?}");
 
     // stuns: by name: the name is checked against the certificate's DNS names.
-    let port = coturn.dtls.port();
+    let port = coturn.dtls_addr().port();
     let report = probe(
         &format!("stuns:localhost:{port}?transport=udp"),
         &trusting_coturn(&coturn),
@@ -232,10 +232,10 @@ async fn a_certificate_from_an_intermediate_ca_verifies_against_the_root() {
         return;
     }
     let chain = chain_through_an_intermediate();
-    let coturn = DtlsCoturn::serving(true, |dir| chain.write(dir));
+    let coturn = dtls_coturn_serving(true, |dir| chain.write(dir));
     // Only the root is trusted: the intermediate must come from the server's handshake.
     let settings = trusting(vec![chain.root.clone()]);
-    let checks = probe_as("localhost", coturn.dtls, &settings).await;
+    let checks = probe_as("localhost", coturn.dtls_addr(), &settings).await;
     let dtls = find(&checks, "dtls");
     assert_eq!(dtls.status, Status::Pass, "{dtls:#?}");
     let certificate = find(&checks, "tls-certificate");
@@ -254,10 +254,10 @@ async fn a_wrong_ca_fails_tls_certificate_as_an_unknown_issuer() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = DtlsCoturn::start(true);
+    let coturn = start_dtls_coturn(true);
     let other_root = chain_through_an_intermediate().root;
     let report = probe(
-        &format!("turns:{}?transport=udp", coturn.dtls),
+        &format!("turns:{}?transport=udp", coturn.dtls_addr()),
         &trusting(vec![other_root]),
     )
     .await;
@@ -297,10 +297,14 @@ async fn insecure_passes_and_says_the_certificate_is_unverified() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = DtlsCoturn::start(true);
+    let coturn = start_dtls_coturn(true);
     let mut settings = settings();
     settings.tls.insecure = true;
-    let report = probe(&format!("turns:{}?transport=udp", coturn.dtls), &settings).await;
+    let report = probe(
+        &format!("turns:{}?transport=udp", coturn.dtls_addr()),
+        &settings,
+    )
+    .await;
     let certificate = find(&report.checks, "tls-certificate");
     assert_eq!(certificate.status, Status::Skip, "{certificate:#?}");
     assert_eq!(
@@ -323,8 +327,13 @@ async fn a_certificate_for_other_names_is_refused() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = DtlsCoturn::start(true);
-    let checks = probe_as("turn.example.org", coturn.dtls, &trusting_coturn(&coturn)).await;
+    let coturn = start_dtls_coturn(true);
+    let checks = probe_as(
+        "turn.example.org",
+        coturn.dtls_addr(),
+        &trusting_coturn(&coturn),
+    )
+    .await;
     let dtls = find(&checks, "dtls");
     assert_eq!(dtls.status, Status::Fail, "{dtls:#?}");
     assert!(
@@ -347,7 +356,7 @@ async fn a_port_without_dtls_is_explained() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = DtlsCoturn::start(false);
+    let coturn = start_dtls_coturn(false);
     let mut settings = settings();
     settings.timeout = Duration::from_secs(1);
     // The plain UDP port of a coturn without DTLS: the ClientHello gets no answer, a Binding
@@ -397,7 +406,7 @@ async fn the_audit_and_a_load_run_over_dtls() {
     if !have_tool("turnserver") {
         return;
     }
-    let coturn = DtlsCoturn::start(true);
+    let coturn = start_dtls_coturn(true);
     let mut settings = trusting_coturn(&coturn);
     settings.audit = true;
     let udp = probe(&format!("turn:{}", coturn.addr), &settings).await;
@@ -407,7 +416,11 @@ async fn the_audit_and_a_load_run_over_dtls() {
         rate: 20,
         size: 100,
     });
-    let dtls = probe(&format!("turns:{}?transport=udp", coturn.dtls), &settings).await;
+    let dtls = probe(
+        &format!("turns:{}?transport=udp", coturn.dtls_addr()),
+        &settings,
+    )
+    .await;
     let (checks, findings) = relay_outcome(&dtls);
     assert_eq!(checks.len(), 7, "{dtls:#?}");
     assert_eq!((checks, findings.clone()), relay_outcome(&udp));
