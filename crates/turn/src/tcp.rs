@@ -271,21 +271,18 @@ impl TurnServer {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let &index = self.tcp.by_relay.get(&relay)?;
         let allocation = self.allocations.get(index)?.as_ref()?;
-        let tcp = allocation.tcp.as_ref()?;
-        if allocation.expires <= now || allocation.relay_for(peer) != Some(relay) {
+        if allocation.tcp.is_none()
+            || allocation.expires <= now
+            || allocation.relay_for(peer) != Some(relay)
+        {
             return None;
         }
-        let five_tuple = allocation.five_tuple;
         // The whole address is judged, not only the IP a permission names: a connection from
         // one of the server's own addresses is another allocation only from a relay port.
-        if let Err(reason) = self.config.peer_policy.check(peer) {
-            self.events.push_back(Event::PeerDenied {
-                five_tuple,
-                peer,
-                reason,
-            });
-            return None;
-        }
+        self.check_peer(index, peer).ok()?;
+        let allocation = self.allocations.get(index)?.as_ref()?;
+        let tcp = allocation.tcp.as_ref()?;
+        let five_tuple = allocation.five_tuple;
         if !allocation.permits(peer.ip(), now)
             || tcp.connections.len() >= self.config.max_tcp_connections
             || tcp.connections.iter().any(|&(_, p)| p == peer)
