@@ -112,17 +112,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start icebreaker: {e}"));
-        let Some(stdout) = child.stdout.take() else {
-            panic!("stdout is piped");
-        };
-        let (lines_tx, lines_rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines_rx = stdout_lines(&mut child);
         let mut banner: Vec<String> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !banner.iter().any(|l| l.starts_with("iceServers")) {
@@ -191,17 +181,7 @@ impl SignalRelay {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start icebreaker signal: {e}"));
-        let Some(stdout) = child.stdout.take() else {
-            panic!("stdout is piped");
-        };
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stdout_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -536,6 +516,23 @@ pub fn echo_peer(ip: [u8; 4]) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The lines `child` prints on its piped stdout, read on a thread of their own until it
+/// closes, so that the pipe never fills up and stalls the child.
+fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let Some(stdout) = child.stdout.take() else {
+        panic!("stdout is piped");
+    };
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Whether a tool from outside the project is installed. `scripts/test` installs every one and
