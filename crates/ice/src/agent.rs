@@ -1,7 +1,7 @@
 //! The ICE agent (RFC 8445): one data stream, one component, UDP; TURN servers over UDP,
-//! TCP or TLS.
+//! TCP, TLS or DTLS.
 
-mod stream;
+mod connection;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +21,7 @@ use crate::messages::{self, CheckRequest};
 use crate::turn_client::{TurnClient, TurnClientConfig, TurnEvent};
 use crate::uri::Transport;
 
-pub use stream::TurnStream;
+pub use connection::TurnConnection;
 
 /// A TURN server to allocate a relayed candidate on, with long-term credentials. Those of
 /// [`AgentConfig::turn_servers`] are reached over UDP; [`Agent::add_turn_server`] adds one
@@ -163,15 +163,15 @@ pub enum Event {
     },
     /// The peer stopped answering consent checks for the consent timeout (RFC 7675).
     ConsentLost,
-    /// The agent is done with a TCP or TLS connection to a TURN server: the driver closes it,
+    /// The agent is done with a TCP, TLS or DTLS connection to a TURN server: the driver closes it,
     /// after writing the transmits [`Agent::poll_transmit`] gave for it before this event,
     /// and never reopens it. Whatever was relayed over it is gone: a relay still allocating
     /// also gives [`Event::GatherFailed`]; an allocated one's pairs fail, and when the
     /// selected pair ran over it the agent turns [`ConnectionState::Failed`] (the other
     /// candidates' checks go on). [`Agent::close`] ends every connection this way too.
-    StreamClosed {
+    ConnectionClosed {
         /// The connection.
-        stream: TurnStream,
+        connection: TurnConnection,
         /// The relayed candidate that went with it, when the allocation had been made.
         relayed: Option<SocketAddr>,
         /// Why, in words.
@@ -179,19 +179,20 @@ pub enum Event {
     },
 }
 
-/// Bytes for the driver to send: a datagram from its UDP socket bound to `local`, or a piece
-/// of the byte stream to a TURN server reached over TCP or TLS.
+/// Bytes for the driver to send: a datagram from its UDP socket bound to `local`, or bytes
+/// for a connection to a TURN server reached over TCP, TLS or DTLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    /// The local socket's address (for a stream, the UDP socket the relay belongs to).
+    /// The local socket's address (for a connection, the UDP socket the relay belongs to).
     pub local: SocketAddr,
-    /// The destination (for a stream, the TURN server).
+    /// The destination (for a connection, the TURN server).
     pub remote: SocketAddr,
     /// The bytes.
     pub payload: Vec<u8>,
-    /// `None`: a UDP datagram. `Some`: write the payload to this connection, opening it first
-    /// if this is its first transmit (its `local` and `server` are the fields above).
-    pub stream: Option<TurnStream>,
+    /// `None`: a UDP datagram. `Some`: write the payload to this connection (over DTLS, as one
+    /// record), opening it first if this is its first transmit (its `local` and `server` are
+    /// the fields above).
+    pub connection: Option<TurnConnection>,
 }
 
 /// Why [`Agent::send`] could not send.
@@ -247,11 +248,11 @@ struct Relay {
     status: RelayStatus,
     permitted: HashSet<IpAddr>,
     local_preference: u16,
-    /// How the server is reached: UDP from `socket`, or a TCP or TLS connection.
+    /// How the server is reached: UDP from `socket`, or a TCP, TLS or DTLS connection.
     transport: Transport,
     /// Stream bytes read and not yet framed.
     inbox: Vec<u8>,
-    /// The stream connection is over ([`Event::StreamClosed`] went out): nothing more is sent
+    /// The connection is over ([`Event::ConnectionClosed`] went out): nothing more is sent
     /// or read on it. Never set over UDP.
     closed: bool,
 }
@@ -313,40 +314,43 @@ struct EarlyCheck {
 ///
 /// 1. [`Agent::new`], then [`Agent::add_local_socket`] for each UDP socket the driver bound
 ///    (one per interface address), [`Agent::add_turn_server`] for each TURN server reached
-///    over TCP or TLS, then [`Agent::gather`].
+///    over TCP, TLS or DTLS, then [`Agent::gather`].
 /// 2. Signal [`Agent::local_credentials`] and every [`Event::LocalCandidate`] to the peer;
 ///    pass the peer's with [`Agent::set_remote_credentials`] and
 ///    [`Agent::add_remote_candidate`], and [`Agent::end_of_remote_candidates`].
 /// 3. For each datagram on a socket: [`Agent::handle_input`]; what it returns is
-///    application data. For bytes read from a TURN server's TCP or TLS connection:
-///    [`Agent::handle_stream_input`], likewise; when that connection ends:
-///    [`Agent::handle_stream_closed`].
+///    application data. For bytes read from a TURN server's TCP, TLS or DTLS connection:
+///    [`Agent::handle_connection_input`], likewise; when that connection ends:
+///    [`Agent::handle_connection_closed`].
 /// 4. Whenever [`Agent::poll_timeout`] passes: [`Agent::handle_timeout`].
 /// 5. After any call: drain [`Agent::poll_transmit`] (send each from its `local` socket, or
-///    write it to the connection its `stream` names) and [`Agent::poll_event`].
+///    write it to the connection its `connection` names) and [`Agent::poll_event`].
 ///
 /// Data goes out with [`Agent::send`] once [`Event::Selected`] came.
 ///
-/// ## TURN over TCP or TLS
+/// ## TURN over TCP, TLS or DTLS
 ///
-/// A TURN server reached over a stream (RFC 8656 §3.1: `turn:...?transport=tcp`, `turns:`)
-/// gives one relayed candidate per local socket of its address family, still relaying UDP on
-/// the server's side, with a lower priority than one over UDP (RFC 8445 §5.1.2.1: UDP, then
-/// TCP, then TLS) and no server-reflexive candidate (the server saw a TCP address). The agent
-/// still opens nothing; for each such relay the driver keeps one connection, named by a
-/// [`TurnStream`]:
+/// A TURN server reached over a connection (RFC 8656 §3.1: `turn:...?transport=tcp`,
+/// `turns:`; RFC 7350: `turns:...?transport=udp`, DTLS) gives one relayed candidate per local
+/// socket of its address family, still relaying UDP on the server's side, with a lower
+/// priority than one over UDP (RFC 8445 §5.1.2.1: UDP, then TCP, then TLS and DTLS) and no
+/// server-reflexive candidate (the server saw another socket). The agent still opens nothing;
+/// for each such relay the driver keeps one connection, named by a [`TurnConnection`]:
 ///
-/// - A [`Transmit`] whose `stream` is `Some` is written to that connection rather than sent
-///   from a UDP socket. The first one for a stream is the driver's cue to connect (from the
-///   IP of [`TurnStream::local`], TLS naming and verifying the server as its URI does); until
-///   the connection is up the driver keeps the bytes, in order. Requests go once, with no
-///   retransmission: the stream delivers them or breaks.
-/// - Everything read from the connection goes to [`Agent::handle_stream_input`] as read, in
-///   pieces of any size: the agent cuts the stream into STUN messages and ChannelData
-///   itself. It returns the application data that came relayed from the peer.
-/// - When the connection cannot be opened, ends or fails: [`Agent::handle_stream_closed`].
+/// - A [`Transmit`] whose `connection` is `Some` is written to that connection rather than
+///   sent from a UDP socket. The first one for a connection is the driver's cue to open it
+///   (from the IP of [`TurnConnection::local`], TLS and DTLS naming and verifying the server
+///   as its URI does); until it is up the driver keeps the bytes, in order. Over TCP and TLS
+///   requests go once, with no retransmission: the stream delivers them or breaks. Over DTLS
+///   each transmit is one record, which may be lost like a UDP datagram: requests are
+///   retransmitted as over UDP, and ChannelData is not padded.
+/// - Everything read from the connection goes to [`Agent::handle_connection_input`]: over TCP
+///   and TLS as read, in pieces of any size (the agent cuts the stream into STUN messages and
+///   ChannelData itself), over DTLS one record at a time. It returns the application data
+///   that came relayed from the peer.
+/// - When the connection cannot be opened, ends or fails: [`Agent::handle_connection_closed`].
 ///   That relay fails; the other candidates go on.
-/// - [`Event::StreamClosed`] says the agent is done with a connection (its allocation
+/// - [`Event::ConnectionClosed`] says the agent is done with a connection (its allocation
 ///   failed, was lost or was released): the driver closes it and never reopens it.
 ///
 /// [`Agent::relay_transport`] tells which transport a local relayed candidate came over.
@@ -498,7 +502,7 @@ impl Agent {
                     None => {
                         let mut client_config =
                             TurnClientConfig::new(turn.server, &turn.username, &turn.password);
-                        client_config.reliable = transport != Transport::Udp;
+                        client_config.reliable = transport.is_stream();
                         let mut client = TurnClient::new(client_config);
                         client.allocate(now, &mut *self.rng);
                         self.relays.push(Relay {
@@ -506,7 +510,10 @@ impl Agent {
                             client,
                             status: RelayStatus::Allocating,
                             permitted: HashSet::new(),
-                            local_preference: stream::relay_preference(local_preference, transport),
+                            local_preference: connection::relay_preference(
+                                local_preference,
+                                transport,
+                            ),
                             transport,
                             inbox: Vec::new(),
                             closed: false,
@@ -605,7 +612,7 @@ impl Agent {
                 self.relays[index].client.deallocate(now, &mut *self.rng);
                 self.drain_relay(now, index);
             }
-            self.close_stream(index, "the agent closed");
+            self.close_connection(index, "the agent closed");
         }
         self.relays.clear();
         self.transactions.clear();
@@ -775,7 +782,7 @@ impl Agent {
             local: from,
             remote: to,
             payload,
-            stream: None,
+            connection: None,
         });
     }
 
@@ -788,7 +795,8 @@ impl Agent {
                 TurnEvent::Allocated { mapped, .. } => {
                     self.relays[index].status = RelayStatus::Ready;
                     self.add_relayed_candidate(now, index);
-                    // Over TCP the mapped address is a TCP one: no UDP candidate.
+                    // Over a connection the server saw another socket than this one (over TCP, not
+                    // even a UDP one): no server-reflexive candidate.
                     if let Some(mapped) = mapped
                         && !self.config.relay_only
                         && self.relays[index].transport == Transport::Udp
@@ -805,7 +813,7 @@ impl Agent {
                         server: self.relays[index].client.server(),
                         reason: error.to_string(),
                     });
-                    self.close_stream(index, &format!("the allocation failed: {error}"));
+                    self.close_connection(index, &format!("the allocation failed: {error}"));
                     self.update_gathering();
                 }
                 TurnEvent::PermissionCreated(ip) => {
@@ -821,7 +829,7 @@ impl Agent {
                     self.relays[index].status = RelayStatus::Failed;
                     let relayed = self.relays[index].client.relayed_address();
                     self.fail_pairs(|local, _| Some(local.base) == relayed);
-                    self.close_stream(index, &format!("the allocation was lost: {error}"));
+                    self.close_connection(index, &format!("the allocation was lost: {error}"));
                 }
                 _ => {}
             }
@@ -844,7 +852,7 @@ impl Agent {
         let candidate = Candidate::new(
             CandidateKind::Relayed,
             relayed,
-            stream::relay_foundation(
+            connection::relay_foundation(
                 relay.socket.ip(),
                 relay.client.server().ip(),
                 relay.transport,

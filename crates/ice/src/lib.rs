@@ -9,6 +9,6 @@ pub mod uri;
 
 pub use agent::{
     Agent, AgentConfig, ConnectionState, Credentials, Event, SendError, Timing, Transmit,
-    TurnServerConfig, TurnStream,
+    TurnConnection, TurnServerConfig,
 };
 pub use candidate::{Candidate, CandidateKind, CandidateParseError, CandidateTransport};

@@ -47,6 +47,12 @@ impl Transport {
             Transport::Dtls => "dtls",
         }
     }
+
+    /// TCP or TLS: a byte stream, which delivers in order or breaks; UDP and DTLS carry
+    /// datagrams, which may be lost.
+    pub const fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
 }
 
 /// The host of a server URI: an IP literal, or a name to resolve.
@@ -396,6 +402,8 @@ mod tests {
         assert_eq!(ok("stuns:h?transport=tcp").transport, Transport::Tls);
         assert_eq!(ok("turns:h?transport=udp").scheme_name(), "turns");
         assert_eq!(Transport::Dtls.as_str(), "dtls");
+        assert!(Transport::Tcp.is_stream() && Transport::Tls.is_stream());
+        assert!(!Transport::Udp.is_stream() && !Transport::Dtls.is_stream());
         // Plain stun: still takes no query, and turns: no other transport.
         assert!(refused("stun:h?transport=udp").contains("no query"));
         assert!(refused("stuns:h?transport=sctp").contains("unknown transport"));

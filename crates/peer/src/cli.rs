@@ -53,13 +53,13 @@ pub struct Cli {
     pub stun: Vec<ServerUri>,
     /// A TURN server for relayed candidates (repeatable; all share --user and --password):
     /// turn:HOST or turn:HOST:PORT over UDP, turn:HOST:PORT?transport=tcp over TCP,
-    /// turns:HOST:PORT over TLS (port 5349 when none is given). The relayed candidate is UDP
-    /// whichever transport reaches the server.
+    /// turns:HOST:PORT over TLS, turns:HOST:PORT?transport=udp over DTLS (port 5349 when none
+    /// is given). The relayed candidate is UDP whichever transport reaches the server.
     #[arg(long = "turn", value_name = "URI", value_parser = uri::parse_turn,
           requires_all = ["user", "password"])]
     pub turn: Vec<ServerUri>,
-    /// A PEM file of CA certificates that turns: servers may be signed by, trusted besides
-    /// the system's roots (a private CA, a test certificate).
+    /// A PEM file of CA certificates that turns: servers (TLS and DTLS) may be signed by,
+    /// trusted besides the system's roots (a private CA, a test certificate).
     #[arg(long, value_name = "FILE", requires = "turn")]
     pub ca: Option<PathBuf>,
     /// The TURN username.
@@ -337,20 +337,21 @@ mod tests {
     }
 
     #[test]
-    fn a_dtls_turn_server_is_refused_on_the_command_line() {
-        let error = parse(&[
+    fn a_dtls_turn_server_is_taken_on_the_command_line() {
+        let options = parse(&[
             "offer",
             "--signal",
             SIGNAL,
             "--turn",
-            "turns:127.0.0.1:5349?transport=udp",
+            "turns:127.0.0.1?transport=udp",
+            "--user",
+            "u",
+            "--password",
+            "p",
         ])
-        .unwrap_err()
-        .to_string();
-        assert!(
-            error.contains("ice-peer does not speak TURN over DTLS"),
-            "{error}"
-        );
+        .unwrap();
+        assert_eq!(options.turn[0].transport, Transport::Dtls);
+        assert_eq!(options.turn[0].port, 5349);
     }
 
     #[test]
@@ -365,18 +366,14 @@ mod tests {
             &["offer", "--signal", SIGNAL, "--stun", "turn:x"],
             &["offer", "--signal", SIGNAL, "--turn", "turn:x"],
             &["offer", "--signal", SIGNAL, "--stun", "stuns:x"],
-            &["offer", "--signal", SIGNAL, "--ca", "ca.pem"],
             &[
                 "offer",
                 "--signal",
                 SIGNAL,
-                "--turn",
-                "turns:x?transport=udp",
-                "--user",
-                "u",
-                "--password",
-                "p",
+                "--stun",
+                "stuns:x?transport=udp",
             ],
+            &["offer", "--signal", SIGNAL, "--ca", "ca.pem"],
             &["offer", "--signal", SIGNAL, "--user", "u"],
             &["offer", "--signal", SIGNAL, "--relay-only"],
             &["offer", "--signal", SIGNAL, "--size", "12"],

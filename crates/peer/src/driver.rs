@@ -1,8 +1,8 @@
 //! The run: a tokio loop on one thread around the sans-IO [`Agent`].
 //!
 //! One UDP socket per host address, each read by a task that forwards datagrams into one
-//! channel; one TCP or TLS connection per relay over a stream ([`crate::streams`]), whose
-//! news comes on another; the loop selects over those channels, the signaling WebSocket, the
+//! channel; one TCP, TLS or DTLS connection per relay not over plain UDP
+//! ([`crate::connections`]), whose news comes on another; the loop selects over those channels, the signaling WebSocket, the
 //! agent's timer and the run's own timer (probes, the restart, pings, deadlines). After every
 //! call into the agent its transmits are sent and its events handled.
 
@@ -16,7 +16,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use icebreaker_ice::uri::Transport;
 use icebreaker_ice::{
     Agent, AgentConfig, Candidate, CandidateKind, ConnectionState, Credentials, Event,
-    TurnServerConfig, TurnStream,
+    TurnConnection, TurnServerConfig,
 };
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha20Rng;
@@ -27,11 +27,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use crate::cli::{Options, Role};
+use crate::connections::{ConnectionNews, Connections, SecureClients, SendProblem};
 use crate::interfaces::interface_addresses;
 use crate::probe::{self, Transfer, round3};
 use crate::report::{Endpoint, GatherFailure, RelayLost, Report, Selection};
 use crate::signaling::SignalMessage;
-use crate::streams::{SendProblem, StreamNews, Streams, tls_connector};
 
 /// How long the offerer waits for echoes after its last probe; a probe not echoed by then is
 /// lost.
@@ -53,8 +53,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A datagram from one of the sockets: the socket's address, the sender, the bytes.
 type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
 
-/// What a TCP or TLS connection to a TURN server tells the loop.
-type News = (TurnStream, StreamNews);
+/// What a TCP, TLS or DTLS connection to a TURN server tells the loop.
+type News = (TurnConnection, ConnectionNews);
 
 /// Runs one peer to the end and reports. The run succeeded when the report has no error.
 pub async fn run(options: Options) -> Report {
@@ -70,7 +70,7 @@ pub async fn run(options: Options) -> Report {
         ws,
         stun,
         turn,
-        streams,
+        connections,
         news,
     } = setup;
     let rng = match ChaCha20Rng::try_from_os_rng() {
@@ -79,7 +79,7 @@ pub async fn run(options: Options) -> Report {
             return Report::failed(role.as_str(), format!("no OS randomness: {error}"));
         }
     };
-    let (udp_turn, stream_turn): (Vec<_>, Vec<_>) = turn
+    let (udp_turn, connection_turn): (Vec<_>, Vec<_>) = turn
         .into_iter()
         .partition(|(_, transport)| *transport == Transport::Udp);
     let config = AgentConfig {
@@ -90,7 +90,7 @@ pub async fn run(options: Options) -> Report {
         timing: options.timing,
     };
     let mut agent = Agent::new(config, Box::new(rng), now());
-    for (server, transport) in stream_turn {
+    for (server, transport) in connection_turn {
         agent.add_turn_server(server, transport);
     }
     let (tx, rx) = mpsc::channel::<Datagram>(1024);
@@ -99,7 +99,7 @@ pub async fn run(options: Options) -> Report {
         tokio::spawn(receive(*local, Arc::clone(socket), tx.clone()));
     }
     drop(tx);
-    let mut peer = Peer::new(options, log, agent, sockets, streams);
+    let mut peer = Peer::new(options, log, agent, sockets, connections);
     peer.begin();
     peer.event_loop(ws, rx, news).await
 }
@@ -110,7 +110,7 @@ struct Setup {
     ws: Ws,
     stun: Vec<SocketAddr>,
     turn: Vec<(TurnServerConfig, Transport)>,
-    streams: Streams,
+    connections: Connections,
     news: mpsc::Receiver<News>,
 }
 
@@ -122,16 +122,16 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
             .map_err(|e| format!("cannot resolve {uri}: {e}"))?;
         stun.extend(addrs);
     }
-    let tls = if options
+    let secure = if options
         .turn
         .iter()
-        .any(|uri| uri.transport == Transport::Tls)
+        .any(|uri| matches!(uri.transport, Transport::Tls | Transport::Dtls))
     {
-        Some(tls_connector(options.ca.as_deref())?)
+        Some(SecureClients::new(options.ca.as_deref())?)
     } else {
         None
     };
-    let (mut streams, news) = Streams::new(tls, options.timeout);
+    let (mut connections, news) = Connections::new(secure, options.timeout);
     let mut turn = Vec::new();
     for uri in &options.turn {
         let (username, password) = options.turn_credentials.clone().unwrap_or_default();
@@ -139,8 +139,8 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
             .await
             .map_err(|e| format!("cannot resolve {uri}: {e}"))?
         {
-            if uri.transport == Transport::Tls {
-                streams.name_server(server, &uri.host)?;
+            if matches!(uri.transport, Transport::Tls | Transport::Dtls) {
+                connections.name_server(server, &uri.host)?;
             }
             let config = TurnServerConfig {
                 server,
@@ -175,7 +175,7 @@ async fn setup(options: &Options, log: &Log) -> Result<Setup, String> {
         ws,
         stun,
         turn,
-        streams,
+        connections,
         news,
     })
 }
@@ -254,8 +254,8 @@ struct Peer {
     log: Log,
     agent: Agent,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    /// The connections to TURN servers over TCP and TLS.
-    streams: Streams,
+    /// The connections to TURN servers over TCP, TLS and DTLS.
+    connections: Connections,
     /// Relays lost after they were allocated (their connection broke).
     relays_lost: Vec<RelayLost>,
     /// The run is ending: connections the agent closes now are not losses.
@@ -309,7 +309,7 @@ impl Peer {
         log: Log,
         agent: Agent,
         sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
-        streams: Streams,
+        connections: Connections,
     ) -> Peer {
         let now = Instant::now();
         Peer {
@@ -317,7 +317,7 @@ impl Peer {
             log,
             agent,
             sockets,
-            streams,
+            connections,
             relays_lost: Vec::new(),
             closing: false,
             outgoing: Vec::new(),
@@ -392,8 +392,8 @@ impl Peer {
                     Some((local, remote, data)) => self.on_datagram(local, remote, &data),
                     None => self.fail("every socket closed".to_owned()),
                 },
-                // The streams keep a sender: this channel never ends before the loop.
-                Some((stream, news)) = news.recv() => self.on_stream_news(stream, news),
+                // The connections keep a sender: this channel never ends before the loop.
+                Some((connection, news)) = news.recv() => self.on_connection_news(connection, news),
                 message = next_message(&mut ws) => match message {
                     Some(Ok(Message::Text(text))) => self.on_signal(text.as_str()),
                     Some(Ok(Message::Close(frame))) => {
@@ -423,7 +423,7 @@ impl Peer {
         self.drain();
         // The connections write their last bytes (the releases) while the goodbye goes out.
         self.goodbye(ws).await;
-        self.streams.finish(GOODBYE_WAIT).await;
+        self.connections.finish(GOODBYE_WAIT).await;
         self.report()
     }
 
@@ -433,8 +433,8 @@ impl Peer {
             let mut idle = true;
             while let Some(transmit) = self.agent.poll_transmit() {
                 idle = false;
-                match transmit.stream {
-                    Some(stream) => self.send_stream(stream, transmit.payload),
+                match transmit.connection {
+                    Some(connection) => self.send_connection(connection, transmit.payload),
                     None => self.send_datagram(transmit.local, transmit.remote, &transmit.payload),
                 }
             }
@@ -466,32 +466,38 @@ impl Peer {
 
     /// Queues bytes for a TURN server's connection; the loop must not wait on it, so a
     /// connection that cannot keep up loses whole transmits, as a congested link would.
-    fn send_stream(&mut self, stream: TurnStream, payload: Vec<u8>) {
-        match self.streams.send(stream, payload) {
+    fn send_connection(&mut self, connection: TurnConnection, payload: Vec<u8>) {
+        match self.connections.send(connection, payload) {
             Ok(()) | Err(SendProblem::Closed) => {}
             Err(SendProblem::QueueFull) => {
-                if self.send_errors.insert((stream.local, stream.server)) {
+                if self
+                    .send_errors
+                    .insert((connection.local, connection.server))
+                {
                     self.log(format_args!(
                         "the {} connection to {} falls behind: transmits dropped",
-                        stream.transport.as_str(),
-                        stream.server
+                        connection.transport.as_str(),
+                        connection.server
                     ));
                 }
             }
         }
     }
 
-    fn on_stream_news(&mut self, stream: TurnStream, news: StreamNews) {
+    fn on_connection_news(&mut self, connection: TurnConnection, news: ConnectionNews) {
         let now_std = now();
         match news {
-            StreamNews::Data(bytes) => {
-                for app in self.agent.handle_stream_input(now_std, stream, &bytes) {
+            ConnectionNews::Data(bytes) => {
+                for app in self
+                    .agent
+                    .handle_connection_input(now_std, connection, &bytes)
+                {
                     self.on_app_data(now_std, &app);
                 }
             }
-            StreamNews::Closed(reason) => {
-                self.streams.close(stream);
-                self.agent.handle_stream_closed(stream, &reason);
+            ConnectionNews::Closed(reason) => {
+                self.connections.close(connection);
+                self.agent.handle_connection_closed(connection, &reason);
             }
         }
     }
@@ -565,16 +571,16 @@ impl Peer {
                     self.options.timing.consent_timeout
                 ));
             }
-            Event::StreamClosed {
-                stream,
+            Event::ConnectionClosed {
+                connection,
                 relayed,
                 reason,
             } => {
-                self.streams.close(stream);
-                let transport = stream.transport.as_str();
+                self.connections.close(connection);
+                let transport = connection.transport.as_str();
                 self.log(format_args!(
                     "closed the {transport} connection to {}: {reason}",
-                    stream.server
+                    connection.server
                 ));
                 // A relay never allocated is already a gathering failure.
                 if let Some(relayed) = relayed
@@ -582,7 +588,7 @@ impl Peer {
                 {
                     self.log(format_args!("relayed candidate {relayed} lost"));
                     self.relays_lost.push(RelayLost {
-                        server: stream.server.to_string(),
+                        server: connection.server.to_string(),
                         transport,
                         relayed: relayed.to_string(),
                         reason,

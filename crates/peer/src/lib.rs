@@ -10,10 +10,10 @@
 //! ([`report`]). [`streams`] keeps the TCP and TLS connections to TURN servers.
 
 pub mod cli;
+pub mod connections;
 pub mod driver;
 pub mod interfaces;
 pub mod probe;
 pub mod report;
 pub mod signaling;
-pub mod streams;
 pub mod uri;

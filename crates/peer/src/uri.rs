@@ -1,12 +1,12 @@
 //! The STUN and TURN URIs ice-peer takes: the RFC 7064/7065 forms of
 //! [`icebreaker_ice::uri`], resolved with the system's resolver.
 //!
-//! TURN servers are reached over UDP (`turn:`, `?transport=udp`), TCP (`?transport=tcp`) or
-//! TLS (`turns:`); the relayed candidate is UDP whichever it is. STUN servers are reached
-//! over UDP only: a server-reflexive address learnt over TCP or TLS (`stuns:`) would be a TCP
-//! one, of no use to UDP candidates, so `stuns:` is refused with an error that says so.
-//! DTLS (`turns:…?transport=udp`, `stuns:…?transport=udp`) is not spoken yet and is refused
-//! the same way.
+//! TURN servers are reached over UDP (`turn:`, `?transport=udp`), TCP (`?transport=tcp`),
+//! TLS (`turns:`) or DTLS (`turns:…?transport=udp`); the relayed candidate is UDP whichever it
+//! is. STUN servers are reached over UDP only: a server-reflexive address learnt over TCP or
+//! TLS (`stuns:`) would be a TCP one, and one learnt over DTLS (`stuns:…?transport=udp`) that
+//! of the association's own socket, of no use to the agent's sockets; both are refused with
+//! an error that says so.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,8 +24,9 @@ pub fn parse_stun(text: &str) -> Result<ServerUri, UriError> {
     match uri.transport {
         Transport::Udp => Ok(uri),
         Transport::Dtls => Err(UriError::new(format!(
-            "{text:?}: ice-peer does not speak STUN over DTLS (stuns:...?transport=udp) yet; \
-             use stun: (UDP)"
+            "{text:?}: ice-peer asks STUN servers over plain UDP only (over DTLS the server \
+             would report the address of the DTLS socket, not of the sockets ICE uses); use \
+             stun:, or a turns:...?transport=udp server for a path over DTLS"
         ))),
         Transport::Tcp | Transport::Tls => Err(UriError::new(format!(
             "{text:?}: ice-peer asks STUN servers over UDP only (a stuns: server would report \
@@ -35,20 +36,12 @@ pub fn parse_stun(text: &str) -> Result<ServerUri, UriError> {
 }
 
 /// Parses a `turn:` or `turns:` URI (the value of `--turn`): over UDP, TCP
-/// (`?transport=tcp`) or TLS (`turns:`). DTLS (`turns:…?transport=udp`) is refused: no
-/// relay over DTLS is driven yet.
+/// (`?transport=tcp`), TLS (`turns:`) or DTLS (`turns:…?transport=udp`).
 pub fn parse_turn(text: &str) -> Result<ServerUri, UriError> {
     let uri: ServerUri = text.parse()?;
     if uri.scheme != Scheme::Turn {
         return Err(UriError::new(format!(
             "{text:?} is a STUN URI: give it to --stun"
-        )));
-    }
-    if uri.transport == Transport::Dtls {
-        return Err(UriError::new(format!(
-            "{text:?}: ice-peer does not speak TURN over DTLS (turns:...?transport=udp) yet; \
-             use turns: (TLS over TCP, ?transport=tcp or no query) or turn: (UDP) for this \
-             server"
         )));
     }
     Ok(uri)
@@ -102,22 +95,14 @@ mod tests {
     }
 
     #[test]
-    fn dtls_is_refused_with_what_to_use_instead() {
-        let turns = parse_turn("turns:host?transport=udp")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            turns.contains("ice-peer does not speak TURN over DTLS"),
-            "{turns}"
-        );
-        assert!(turns.contains("use turns: (TLS over TCP"), "{turns}");
+    fn turn_over_dtls_is_taken_stun_over_dtls_is_not() {
+        let turns = parse_turn("turns:host?transport=udp").unwrap();
+        assert_eq!((turns.transport, turns.port), (Transport::Dtls, 5349));
         let stuns = parse_stun("stuns:host?transport=udp")
             .unwrap_err()
             .to_string();
-        assert!(
-            stuns.contains("ice-peer does not speak STUN over DTLS"),
-            "{stuns}"
-        );
+        assert!(stuns.contains("over plain UDP only"), "{stuns}");
+        assert!(stuns.contains("turns:...?transport=udp"), "{stuns}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod hello;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,19 @@ impl DtlsClient {
         name: &ServerName<'_>,
         timeout: Duration,
     ) -> Result<DtlsConnection, TlsFailure> {
+        self.handshake_from(unspecified(server.ip()), server, name, timeout)
+            .await
+    }
+
+    /// As [`DtlsClient::handshake`], from a socket bound to `from` (port 0): the association
+    /// leaves from that address's interface.
+    pub async fn handshake_from(
+        &self,
+        from: IpAddr,
+        server: SocketAddr,
+        name: &ServerName<'_>,
+        timeout: Duration,
+    ) -> Result<DtlsConnection, TlsFailure> {
         let started = Instant::now();
         let deadline = started + timeout;
         let fail = |failure: Failure| TlsFailure::new(failure, started.elapsed(), Protocol::Dtls);
@@ -99,7 +112,7 @@ impl DtlsClient {
             .setup
             .clone()
             .map_err(|why| fail(Failure::Other(why)))?;
-        let socket = connected_socket(server).await.map_err(|e| {
+        let socket = connected_socket(from, server).await.map_err(|e| {
             fail(Failure::Other(format!(
                 "cannot open a UDP socket towards {server}: {e}"
             )))
@@ -482,10 +495,10 @@ impl Drop for DtlsConn {
     }
 }
 
-/// A UDP socket on an ephemeral port, connected to `server`: it receives from the server
-/// only, and ICMP errors reach it.
-async fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(SocketAddr::new(unspecified(server.ip()), 0)).await?;
+/// A UDP socket on an ephemeral port of `from`, connected to `server`: it receives from the
+/// server only, and ICMP errors reach it.
+async fn connected_socket(from: IpAddr, server: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(from, 0)).await?;
     socket.connect(server).await?;
     Ok(socket)
 }

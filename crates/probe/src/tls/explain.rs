@@ -25,7 +25,7 @@ impl TlsFailure {
                 | AlertDescription::IllegalParameter),
             ) => format!(
                 "the server ended the handshake with a {alert:?} alert: it shares no protocol \
-                 version or cipher suite with this probe (TLS 1.2 and 1.3 with current \
+                 version or cipher suite with this client (TLS 1.2 and 1.3 with current \
                  ciphers, as browsers); a server that offers only TLS 1.0/1.1 or old ciphers \
                  is refused by browsers too"
             ),
@@ -72,7 +72,7 @@ impl TlsFailure {
                 | AlertDescription::IllegalParameter),
             ) => format!(
                 "the server ended the DTLS handshake with a {alert:?} alert: it shares no \
-                 protocol version or cipher suite with this probe, which speaks DTLS 1.2 and \
+                 protocol version or cipher suite with this client, which speaks DTLS 1.2 and \
                  1.3 with ECDHE-ECDSA and AES-GCM or ChaCha20 only: a server with an RSA \
                  certificate is refused here (clients with other DTLS libraries may accept \
                  it); serve an ECDSA certificate for DTLS"
@@ -80,7 +80,7 @@ impl TlsFailure {
             Failure::Alert(alert) => {
                 format!("the server ended the DTLS handshake with a {alert:?} alert")
             }
-            Failure::Alpn => "the server chose an ALPN protocol this probe did not offer".into(),
+            Failure::Alpn => "the server chose an ALPN protocol this client did not offer".into(),
             Failure::NotTls(what) => format!(
                 "the server answered the DTLS ClientHello with {what}: it speaks another \
                  protocol on this UDP port"

@@ -1,7 +1,8 @@
-//! The ICE agent with TURN servers reached over TCP and TLS: the real sans-IO TURN core on a
-//! virtual clock plays the server, and the test plays the driver, carrying the agent's stream
-//! transmits to the core as a byte stream (split and joined as the test says) and the core's
-//! answers back through [`Agent::handle_stream_input`].
+//! The ICE agent with TURN servers reached over TCP, TLS and DTLS: the real sans-IO TURN core
+//! on a virtual clock plays the server, and the test plays the driver, carrying the agent's
+//! connection transmits to the core (over TCP and TLS as a byte stream, split and joined as
+//! the test says; over DTLS one record each, some lost if the test says so) and the core's
+//! answers back through [`Agent::handle_connection_input`].
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -14,7 +15,7 @@ use icebreaker_ice::candidate::candidate_priority;
 use icebreaker_ice::uri::Transport;
 use icebreaker_ice::{
     Agent, AgentConfig, Candidate, CandidateKind, ConnectionState, Event, SendError,
-    TurnServerConfig, TurnStream,
+    TurnConnection, TurnServerConfig,
 };
 use icebreaker_turn::{
     ClientAction, ClientTransport, FiveTuple, PEER_HEADROOM, PeerAction, Quotas, RelaySockets,
@@ -69,9 +70,9 @@ fn client_transport(transport: Transport) -> ClientTransport {
     }
 }
 
-/// One stream as the server side sees it.
-struct Connection {
-    stream: TurnStream,
+/// One connection as the server side sees it.
+struct Accepted {
+    connection: TurnConnection,
     /// The client's address on the connection, as the server sees it.
     client: SocketAddr,
     /// Bytes from the agent not framed yet.
@@ -86,19 +87,21 @@ struct World {
     sockets: Sockets,
     a: Agent,
     b: Agent,
-    connections: Vec<Connection>,
+    accepted: Vec<Accepted>,
     /// Datagrams in flight: from, to, bytes.
     udp: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    /// Server-to-agent stream bytes in flight.
-    to_a: VecDeque<(TurnStream, Vec<u8>)>,
+    /// Server-to-agent connection bytes in flight.
+    to_a: VecDeque<(TurnConnection, Vec<u8>)>,
     /// Stream bytes reach A in pieces of at most this many bytes...
     piece: usize,
     /// ...or, when set, everything in flight on a stream reaches A in one read.
     join: bool,
-    /// Stream bytes from A are dropped rather than given to the server.
+    /// Connection bytes from A are dropped rather than given to the server.
     blackhole: bool,
-    /// Every stream transmit of A: the stream and the bytes.
-    stream_sent: Vec<(TurnStream, Vec<u8>)>,
+    /// This many of A's next DTLS records are lost on the way to the server.
+    lose_records: usize,
+    /// Every connection transmit of A: the connection and the bytes.
+    connection_sent: Vec<(TurnConnection, Vec<u8>)>,
     a_events: Vec<Event>,
     b_events: Vec<Event>,
     a_received: Vec<Vec<u8>>,
@@ -144,13 +147,14 @@ impl World {
             sockets: Sockets::default(),
             a,
             b,
-            connections: Vec::new(),
+            accepted: Vec::new(),
             udp: VecDeque::new(),
             to_a: VecDeque::new(),
             piece: usize::MAX,
             join: false,
             blackhole: false,
-            stream_sent: Vec::new(),
+            lose_records: 0,
+            connection_sent: Vec::new(),
             a_events: Vec::new(),
             b_events: Vec::new(),
             a_received: Vec::new(),
@@ -179,16 +183,22 @@ impl World {
                 self.deliver_udp(from, to, payload);
                 continue;
             }
-            if let Some((stream, bytes)) = self.to_a.pop_front() {
+            if let Some((connection, bytes)) = self.to_a.pop_front() {
+                if !connection.transport.is_stream() {
+                    let data = self.a.handle_connection_input(self.now, connection, &bytes);
+                    self.a_received.extend(data);
+                    continue;
+                }
                 let mut bytes = bytes;
                 if self.join {
-                    while let Some(position) = self.to_a.iter().position(|(s, _)| *s == stream) {
+                    while let Some(position) = self.to_a.iter().position(|(c, _)| *c == connection)
+                    {
                         let (_, more) = self.to_a.remove(position).unwrap();
                         bytes.extend(more);
                     }
                 }
                 for piece in bytes.chunks(self.piece.max(1)) {
-                    let data = self.a.handle_stream_input(self.now, stream, piece);
+                    let data = self.a.handle_connection_input(self.now, connection, piece);
                     self.a_received.extend(data);
                 }
                 continue;
@@ -200,19 +210,24 @@ impl World {
 
     fn drain_agents(&mut self) {
         while let Some(t) = self.a.poll_transmit() {
-            match t.stream {
-                Some(stream) => {
-                    assert_eq!((t.local, t.remote), (stream.local, stream.server));
-                    self.stream_sent.push((stream, t.payload.clone()));
-                    if !self.blackhole {
-                        self.carry_to_server(stream, &t.payload);
+            match t.connection {
+                Some(connection) => {
+                    assert_eq!((t.local, t.remote), (connection.local, connection.server));
+                    self.connection_sent.push((connection, t.payload.clone()));
+                    if self.blackhole {
+                        continue;
                     }
+                    if connection.transport == Transport::Dtls && self.lose_records > 0 {
+                        self.lose_records -= 1;
+                        continue;
+                    }
+                    self.carry_to_server(connection, &t.payload);
                 }
                 None => self.udp.push_back((t.local, t.remote, t.payload)),
             }
         }
         while let Some(t) = self.b.poll_transmit() {
-            assert_eq!(t.stream, None, "B has no stream");
+            assert_eq!(t.connection, None, "B has no TURN server");
             self.udp.push_back((t.local, t.remote, t.payload));
         }
         while let Some(event) = self.a.poll_event() {
@@ -243,33 +258,51 @@ impl World {
         }
     }
 
-    /// Stream bytes from A reach the server: framed as a server would, each frame to the core.
-    fn carry_to_server(&mut self, stream: TurnStream, bytes: &[u8]) {
-        let index = match self.connections.iter().position(|c| c.stream == stream) {
+    /// Connection bytes from A reach the server: over a stream framed as a server would, each
+    /// frame to the core; over DTLS the record whole, which must be one message.
+    fn carry_to_server(&mut self, connection: TurnConnection, bytes: &[u8]) {
+        let index = match self
+            .accepted
+            .iter()
+            .position(|c| c.connection == connection)
+        {
             Some(index) => index,
             None => {
-                let port = 40_000 + self.connections.len() as u16;
-                self.connections.push(Connection {
-                    stream,
-                    client: SocketAddr::new(stream.local.ip(), port),
+                let port = 40_000 + self.accepted.len() as u16;
+                self.accepted.push(Accepted {
+                    connection,
+                    client: SocketAddr::new(connection.local.ip(), port),
                     from_agent: Vec::new(),
                 });
-                self.connections.len() - 1
+                self.accepted.len() - 1
             }
         };
-        self.connections[index].from_agent.extend_from_slice(bytes);
+        if !connection.transport.is_stream() {
+            assert_eq!(
+                one_message_len(bytes),
+                bytes.len(),
+                "a DTLS record holds one message, unpadded: {bytes:?}"
+            );
+        }
+        self.accepted[index].from_agent.extend_from_slice(bytes);
         let five_tuple = FiveTuple {
-            client: self.connections[index].client,
-            server: stream.server,
-            transport: client_transport(stream.transport),
+            client: self.accepted[index].client,
+            server: connection.server,
+            transport: client_transport(connection.transport),
         };
         loop {
-            let buffer = &self.connections[index].from_agent;
-            let len = match framing::frame(buffer).unwrap() {
-                Framing::Complete(frame) => frame.len,
-                Framing::Incomplete { .. } => return,
+            let buffer = &self.accepted[index].from_agent;
+            let len = if connection.transport.is_stream() {
+                match framing::frame(buffer).unwrap() {
+                    Framing::Complete(frame) => frame.len,
+                    Framing::Incomplete { .. } => return,
+                }
+            } else if buffer.is_empty() {
+                return;
+            } else {
+                buffer.len()
             };
-            let frame: Vec<u8> = self.connections[index].from_agent.drain(..len).collect();
+            let frame: Vec<u8> = self.accepted[index].from_agent.drain(..len).collect();
             let mut out = vec![0u8; 2048];
             match self.server.handle_client(
                 self.now,
@@ -278,7 +311,9 @@ impl World {
                 &mut out,
                 &mut self.sockets,
             ) {
-                ClientAction::Reply(len) => self.to_a.push_back((stream, out[..len].to_vec())),
+                ClientAction::Reply(len) => {
+                    self.to_a.push_back((connection, out[..len].to_vec()));
+                }
                 ClientAction::Relay {
                     relay, peer, range, ..
                 } => self.udp.push_back((relay, peer, frame[range].to_vec())),
@@ -332,8 +367,8 @@ impl World {
                 PeerAction::Forward { client, len } => (client, out[..len].to_vec()),
                 PeerAction::Drop => return,
             };
-            match self.connections.iter().find(|c| c.client == client.client) {
-                Some(connection) => self.to_a.push_back((connection.stream, bytes)),
+            match self.accepted.iter().find(|c| c.client == client.client) {
+                Some(accepted) => self.to_a.push_back((accepted.connection, bytes)),
                 None => self.udp.push_back((client.server, client.client, bytes)),
             }
         }
@@ -392,22 +427,38 @@ impl World {
             .collect()
     }
 
-    fn stream_closed(&self) -> Vec<(TurnStream, String)> {
+    fn connections_closed(&self) -> Vec<(TurnConnection, String)> {
         self.a_events
             .iter()
             .filter_map(|e| match e {
-                Event::StreamClosed { stream, reason, .. } => Some((*stream, reason.clone())),
+                Event::ConnectionClosed {
+                    connection, reason, ..
+                } => Some((*connection, reason.clone())),
                 _ => None,
             })
             .collect()
     }
 }
 
-fn tcp_stream() -> TurnStream {
-    TurnStream {
+fn connection(transport: Transport) -> TurnConnection {
+    TurnConnection {
         local: addr(A),
         server: addr(SERVER),
-        transport: Transport::Tcp,
+        transport,
+    }
+}
+
+fn tcp_stream() -> TurnConnection {
+    connection(Transport::Tcp)
+}
+
+/// The length of the STUN message or ChannelData `bytes` starts with, without padding.
+fn one_message_len(bytes: &[u8]) -> usize {
+    let length = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
+    if bytes[0] >> 6 == 0b01 {
+        4 + length
+    } else {
+        20 + length
     }
 }
 
@@ -425,14 +476,14 @@ fn relay_only_over(transport: Transport, piece: usize, join: bool) -> World {
     let (local, remote) = world.a.selected_pair().unwrap();
     assert_eq!(local.kind, CandidateKind::Relayed);
     assert_eq!(remote.address, addr(B));
-    // Every byte for the server went over the stream.
+    // Every byte for the server went over the connection.
     assert!(
         world
-            .stream_sent
+            .connection_sent
             .iter()
             .all(|(s, _)| s.transport == transport),
         "{:?}",
-        world.stream_sent
+        world.connection_sent
     );
     world.run_for(Duration::from_secs(1));
     for round in 0u8..20 {
@@ -451,17 +502,22 @@ fn relay_only_over(transport: Transport, piece: usize, join: bool) -> World {
     assert_eq!(world.b_received.len(), 20, "{:?}", world.b_received);
     assert_eq!(world.a_received.len(), 20, "{:?}", world.a_received);
     assert_eq!(world.a_received[7], vec![0x80, 7, 1]);
-    // The channel was bound: the last data went as ChannelData, padded to 4 bytes.
-    let (_, last) = world.stream_sent.last().unwrap();
+    // The channel was bound: the last data went as ChannelData, padded to 4 bytes on a
+    // stream, not in a DTLS record (RFC 8656 §12.5).
+    let (_, last) = world.connection_sent.last().unwrap();
     assert_eq!(last[0] >> 6, 0b01, "{last:?}");
-    assert_eq!(last.len() % 4, 0, "{last:?}");
+    if transport.is_stream() {
+        assert_eq!(last.len() % 4, 0, "{last:?}");
+    } else {
+        assert_eq!(last.len(), 4 + 5, "{last:?}");
+    }
     world
 }
 
 #[test]
 fn a_turn_server_over_tcp_gives_a_relayed_candidate_and_carries_the_session() {
     let world = relay_only_over(Transport::Tcp, usize::MAX, false);
-    assert!(world.stream_closed().is_empty());
+    assert!(world.connections_closed().is_empty());
     assert!(
         !world
             .a_events
@@ -473,9 +529,59 @@ fn a_turn_server_over_tcp_gives_a_relayed_candidate_and_carries_the_session() {
 #[test]
 fn over_tls_the_same_with_the_tls_transport_named() {
     let world = relay_only_over(Transport::Tls, usize::MAX, false);
-    let (stream, _) = world.stream_sent[0];
+    let (stream, _) = world.connection_sent[0];
     assert_eq!(stream.transport, Transport::Tls);
     assert_eq!((stream.local, stream.server), (addr(A), addr(SERVER)));
+}
+
+#[test]
+fn over_dtls_each_message_is_one_record_and_channel_data_is_not_padded() {
+    let world = relay_only_over(Transport::Dtls, usize::MAX, false);
+    assert!(world.connections_closed().is_empty());
+    assert!(
+        world
+            .connection_sent
+            .iter()
+            .all(|(c, bytes)| *c == connection(Transport::Dtls)
+                && one_message_len(bytes) == bytes.len()),
+        "{:?}",
+        world.connection_sent
+    );
+}
+
+#[test]
+fn requests_over_dtls_are_retransmitted_as_over_udp() {
+    let mut world = World::new(true, &[("secret", Transport::Dtls)]);
+    world.blackhole = true;
+    world.run_for(Duration::from_secs(60));
+    let sent = &world.connection_sent;
+    assert!(sent.len() > 3, "{} transmissions", sent.len());
+    assert!(
+        sent.iter().all(|(_, bytes)| bytes == &sent[0].1),
+        "the same Allocate each time"
+    );
+    assert!(
+        world
+            .a_events
+            .iter()
+            .any(|e| matches!(e, Event::GatherFailed { .. }))
+    );
+    assert_eq!(world.connections_closed().len(), 1, "{:?}", world.a_events);
+    assert!(world.a_events.contains(&Event::GatheringComplete));
+}
+
+#[test]
+fn lost_dtls_records_are_sent_again_and_the_relay_comes_up() {
+    let mut world = World::new(true, &[("secret", Transport::Dtls)]);
+    world.lose_records = 2;
+    world.exchange_credentials();
+    world.run_until_connected();
+    let (local, _) = world.a.selected_pair().unwrap();
+    assert_eq!(local.kind, CandidateKind::Relayed);
+    let first = Message::parse(&world.connection_sent[0].1).unwrap();
+    let second = Message::parse(&world.connection_sent[1].1).unwrap();
+    assert_eq!(first.transaction_id(), second.transaction_id());
+    assert!(world.connections_closed().is_empty());
 }
 
 #[test]
@@ -491,7 +597,7 @@ fn a_partial_frame_waits_for_the_rest() {
     let mut world = World::new(true, &[("secret", Transport::Tcp)]);
     // The Allocate reaches the server; its 401 is held and handed to A in two reads.
     world.drain_agents();
-    assert_eq!(world.stream_sent.len(), 1, "one Allocate");
+    assert_eq!(world.connection_sent.len(), 1, "one Allocate");
     let (stream, challenge) = world.to_a.pop_front().unwrap();
     assert_eq!(stream, tcp_stream());
     let half = challenge.len() / 2;
@@ -499,33 +605,40 @@ fn a_partial_frame_waits_for_the_rest() {
     assert!(
         world
             .a
-            .handle_stream_input(now, stream, &challenge[..half])
+            .handle_connection_input(now, stream, &challenge[..half])
             .is_empty()
     );
     world.drain_agents();
-    assert_eq!(world.stream_sent.len(), 1, "nothing before the whole 401");
-    world.a.handle_stream_input(now, stream, &challenge[half..]);
+    assert_eq!(
+        world.connection_sent.len(),
+        1,
+        "nothing before the whole 401"
+    );
+    world
+        .a
+        .handle_connection_input(now, stream, &challenge[half..]);
     world.drain_agents();
-    assert_eq!(world.stream_sent.len(), 2, "the authenticated Allocate");
-    let retry = Message::parse(&world.stream_sent[1].1).unwrap();
+    assert_eq!(world.connection_sent.len(), 2, "the authenticated Allocate");
+    let retry = Message::parse(&world.connection_sent[1].1).unwrap();
     assert_eq!(retry.method(), Method::ALLOCATE);
     world.settle();
     assert_eq!(world.relayed().len(), 1);
 }
 
 #[test]
-fn relays_rank_udp_then_tcp_then_tls_with_distinct_foundations() {
+fn relays_rank_udp_then_dtls_then_tcp_then_tls_with_distinct_foundations() {
     let mut world = World::new(
         true,
         &[
             ("secret", Transport::Tls),
             ("secret", Transport::Udp),
             ("secret", Transport::Tcp),
+            ("secret", Transport::Dtls),
         ],
     );
     world.run_for(Duration::from_secs(1));
     let relayed = world.relayed();
-    assert_eq!(relayed.len(), 3, "{relayed:?}");
+    assert_eq!(relayed.len(), 4, "{relayed:?}");
     let by = |transport| {
         relayed
             .iter()
@@ -533,37 +646,46 @@ fn relays_rank_udp_then_tcp_then_tls_with_distinct_foundations() {
             .unwrap()
             .clone()
     };
-    let (udp, tcp, tls) = (by(Transport::Udp), by(Transport::Tcp), by(Transport::Tls));
+    let (udp, dtls) = (by(Transport::Udp), by(Transport::Dtls));
+    let (tcp, tls) = (by(Transport::Tcp), by(Transport::Tls));
     assert!(
-        udp.priority > tcp.priority && tcp.priority > tls.priority,
-        "{udp}\n{tcp}\n{tls}"
+        udp.priority > dtls.priority && dtls.priority > tcp.priority && tcp.priority > tls.priority,
+        "{udp}\n{dtls}\n{tcp}\n{tls}"
     );
     // Over UDP the priority is what it always was: the socket's local preference.
     assert_eq!(
         udp.priority,
         candidate_priority(CandidateKind::Relayed, u16::MAX, 1)
     );
-    let foundations: HashSet<&str> = [&udp, &tcp, &tls]
+    let foundations: HashSet<&str> = [&udp, &dtls, &tcp, &tls]
         .iter()
         .map(|c| c.foundation.as_str())
         .collect();
-    assert_eq!(foundations.len(), 3);
-    // One stream per stream transport; the UDP relay's transmits carry no stream.
-    let streams: HashSet<TurnStream> = world.stream_sent.iter().map(|(s, _)| *s).collect();
-    assert_eq!(streams.len(), 2);
+    assert_eq!(foundations.len(), 4);
+    // One connection per transport but UDP, whose relay's transmits carry none.
+    let connections: HashSet<TurnConnection> =
+        world.connection_sent.iter().map(|(c, _)| *c).collect();
+    assert_eq!(connections.len(), 3);
     assert!(world.a.relay_transport(addr(A)).is_none());
 }
 
 #[test]
-fn over_a_stream_the_mapped_address_gives_no_server_reflexive_candidate() {
-    let mut world = World::new(false, &[("secret", Transport::Tcp)]);
-    world.run_for(Duration::from_secs(1));
-    // The server saw A's connection from another port than A's UDP socket: over UDP that
-    // would be a server-reflexive candidate, over TCP it is no UDP address at all.
-    let relayed = world.relayed();
-    assert_eq!(relayed[0].related, Some(addr("192.0.2.1:40000")));
-    let kinds: Vec<CandidateKind> = world.a.local_candidates().map(|c| c.kind).collect();
-    assert_eq!(kinds, [CandidateKind::Host, CandidateKind::Relayed]);
+fn over_a_connection_the_mapped_address_gives_no_server_reflexive_candidate() {
+    for transport in [Transport::Tcp, Transport::Dtls] {
+        let mut world = World::new(false, &[("secret", transport)]);
+        world.run_for(Duration::from_secs(1));
+        // The server saw A's connection from another port than A's UDP socket: over UDP that
+        // would be a server-reflexive candidate, over TCP it is no UDP address at all, over
+        // DTLS the address of another socket.
+        let relayed = world.relayed();
+        assert_eq!(relayed[0].related, Some(addr("192.0.2.1:40000")));
+        let kinds: Vec<CandidateKind> = world.a.local_candidates().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [CandidateKind::Host, CandidateKind::Relayed],
+            "{transport:?}"
+        );
+    }
 }
 
 #[test]
@@ -572,7 +694,7 @@ fn requests_over_a_stream_are_sent_once() {
     world.blackhole = true;
     world.run_for(Duration::from_secs(30));
     assert_eq!(
-        world.stream_sent.len(),
+        world.connection_sent.len(),
         1,
         "no retransmission over a stream"
     );
@@ -583,7 +705,7 @@ fn requests_over_a_stream_are_sent_once() {
             .iter()
             .any(|e| matches!(e, Event::GatherFailed { .. }))
     );
-    assert_eq!(world.stream_closed().len(), 1, "{:?}", world.a_events);
+    assert_eq!(world.connections_closed().len(), 1, "{:?}", world.a_events);
     assert!(world.a_events.contains(&Event::GatheringComplete));
 }
 
@@ -592,12 +714,12 @@ fn a_connection_lost_while_allocating_fails_that_relay_and_ice_goes_on() {
     let mut world = World::new(false, &[("secret", Transport::Tcp)]);
     world.blackhole = true;
     world.drain_agents();
-    let sent = world.stream_sent.len();
+    let sent = world.connection_sent.len();
     world
         .a
-        .handle_stream_closed(tcp_stream(), "connection refused");
+        .handle_connection_closed(tcp_stream(), "connection refused");
     world.drain_agents();
-    let closed = world.stream_closed();
+    let closed = world.connections_closed();
     assert_eq!(closed, [(tcp_stream(), "connection refused".to_owned())]);
     let failure = world
         .a_events
@@ -615,11 +737,11 @@ fn a_connection_lost_while_allocating_fails_that_relay_and_ice_goes_on() {
     );
     assert!(world.a_events.contains(&Event::GatheringComplete));
     // Closing again, or bytes on the closed stream, change nothing.
-    world.a.handle_stream_closed(tcp_stream(), "again");
+    world.a.handle_connection_closed(tcp_stream(), "again");
     assert!(
         world
             .a
-            .handle_stream_input(world.now, tcp_stream(), &[0; 20])
+            .handle_connection_input(world.now, tcp_stream(), &[0; 20])
             .is_empty()
     );
     world.blackhole = false;
@@ -629,43 +751,48 @@ fn a_connection_lost_while_allocating_fails_that_relay_and_ice_goes_on() {
     assert_eq!(local.kind, CandidateKind::Host);
     world.run_for(Duration::from_secs(700));
     assert_eq!(
-        world.stream_sent.len(),
+        world.connection_sent.len(),
         sent,
         "nothing more on the lost stream"
     );
-    assert_eq!(world.stream_closed().len(), 1);
+    assert_eq!(world.connections_closed().len(), 1);
 }
 
 #[test]
 fn losing_the_connection_of_the_selected_relay_fails_at_once() {
-    let mut world = relay_only_over(Transport::Tcp, usize::MAX, false);
-    world
-        .a
-        .handle_stream_closed(tcp_stream(), "the server closed the connection");
-    world.drain_agents();
-    assert_eq!(world.a.state(), ConnectionState::Failed);
-    let closed_at = world
-        .a_events
-        .iter()
-        .position(|e| matches!(e, Event::StreamClosed { .. }))
-        .unwrap();
-    assert!(world.a_events[closed_at..].contains(&Event::StateChanged(ConnectionState::Failed)));
-    assert_eq!(
-        world.a.send(world.now, b"\x80x"),
-        Err(SendError::NotConnected)
-    );
-    assert!(world.a.selected_pair().is_none());
+    for transport in [Transport::Tcp, Transport::Dtls] {
+        let mut world = relay_only_over(transport, usize::MAX, false);
+        world
+            .a
+            .handle_connection_closed(connection(transport), "the server closed the connection");
+        world.drain_agents();
+        assert_eq!(world.a.state(), ConnectionState::Failed);
+        let closed_at = world
+            .a_events
+            .iter()
+            .position(|e| matches!(e, Event::ConnectionClosed { .. }))
+            .unwrap();
+        assert!(
+            world.a_events[closed_at..].contains(&Event::StateChanged(ConnectionState::Failed))
+        );
+        assert_eq!(
+            world.a.send(world.now, b"\x80x"),
+            Err(SendError::NotConnected)
+        );
+        assert!(world.a.selected_pair().is_none());
+    }
 }
 
 #[test]
 fn a_stream_that_loses_its_framing_is_closed() {
     let mut world = relay_only_over(Transport::Tcp, usize::MAX, false);
-    let data = world
-        .a
-        .handle_stream_input(world.now, tcp_stream(), &[0xFF, 0, 0, 4, 1, 2, 3, 4]);
+    let data =
+        world
+            .a
+            .handle_connection_input(world.now, tcp_stream(), &[0xFF, 0, 0, 4, 1, 2, 3, 4]);
     assert!(data.is_empty());
     world.drain_agents();
-    let closed = world.stream_closed();
+    let closed = world.connections_closed();
     assert_eq!(closed.len(), 1);
     assert!(closed[0].1.contains("framing"), "{}", closed[0].1);
     assert_eq!(world.a.state(), ConnectionState::Failed);
@@ -675,15 +802,15 @@ fn a_stream_that_loses_its_framing_is_closed() {
 fn closing_releases_the_allocation_over_the_stream_then_ends_it() {
     let mut world = relay_only_over(Transport::Tcp, usize::MAX, false);
     assert_eq!(world.server.allocation_count(), 1);
-    let sent = world.stream_sent.len();
+    let sent = world.connection_sent.len();
     let now = world.now;
     world.a.close(now);
     world.settle();
-    let release = Message::parse(&world.stream_sent[sent].1).unwrap();
+    let release = Message::parse(&world.connection_sent[sent].1).unwrap();
     assert_eq!(release.method(), Method::REFRESH);
     assert_eq!(world.server.allocation_count(), 0);
     assert_eq!(
-        world.stream_closed(),
+        world.connections_closed(),
         [(tcp_stream(), "the agent closed".to_owned())]
     );
 }
@@ -693,8 +820,8 @@ fn udp_turn_servers_still_send_datagrams() {
     let mut world = World::new(true, &[("secret", Transport::Udp)]);
     world.exchange_credentials();
     world.run_until_connected();
-    assert!(world.stream_sent.is_empty());
-    assert!(world.stream_closed().is_empty());
+    assert!(world.connection_sent.is_empty());
+    assert!(world.connections_closed().is_empty());
     let relayed = world.relayed();
     assert_eq!(
         world.a.relay_transport(relayed[0].address),

@@ -1,9 +1,10 @@
 //! Two `ice-peer` processes on loopback connect relay-only through a TURN server they reach
-//! over TCP (`turn:HOST:PORT?transport=tcp`) and over TLS (`turns:HOST:PORT`, verified with
-//! `--ca`), meeting in a room of a real `icebreaker signal`: against coturn's `turnserver`
-//! (with its UDP listener off, so nothing but the stream can carry the session) and against
-//! `icebreaker serve`. A certificate nobody vouches for is refused, and a TURN server that dies
-//! mid-run costs the relayed candidate, not the session on a host pair.
+//! over TCP (`turn:HOST:PORT?transport=tcp`), over TLS (`turns:HOST:PORT`) and over DTLS
+//! (`turns:HOST:PORT?transport=udp`), TLS and DTLS verified with `--ca`, meeting in a room of
+//! a real `icebreaker signal`: against coturn's `turnserver` (with its plain UDP listener off,
+//! so nothing but the connection can carry the session) and against `icebreaker serve`. A
+//! certificate nobody vouches for is refused over TLS and over DTLS, and a TURN server that
+//! dies mid-run costs the relayed candidate, not the session on a host pair.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -14,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use icebreaker_tests::{
-    Coturn, CoturnListeners, Finished, Process, Server, SignalRelay, free_tcp_port, have_tool,
-    ice_peer_bin, test_certificate, wait_for_tcp,
+    Coturn, CoturnListeners, Finished, Process, Server, SignalRelay, TlsServer, free_tcp_port,
+    have_tool, ice_peer_bin, test_certificate, wait_for_tcp,
 };
 
 /// Every wait here ends by this long, so that a hung process fails the test instead of
@@ -27,14 +28,14 @@ fn temp_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!(
-        "ice-peer-turn-stream-{}-{name}-{n}",
+        "ice-peer-turn-connection-{}-{name}-{n}",
         std::process::id()
     ))
 }
 
-/// coturn's `turnserver` on loopback with TCP and TLS listeners and no UDP one, so that a
-/// session that works went over the stream; relaying between loopback addresses. `None`
-/// when coturn is not installed.
+/// coturn's `turnserver` on loopback with TCP, TLS and DTLS listeners and no plain UDP one, so
+/// that a session that works went over the connection; relaying between loopback addresses.
+/// `None` when coturn is not installed.
 fn start_coturn() -> Option<Coturn> {
     if !have_tool("turnserver") {
         return None;
@@ -43,7 +44,7 @@ fn start_coturn() -> Option<Coturn> {
         udp: false,
         tcp: true,
         tls: true,
-        dtls: false,
+        dtls: true,
         rfc5780: false,
         extra: &["--allow-loopback-peers"],
     }))
@@ -83,7 +84,7 @@ fn run_pair(
     offer_extra: &[&str],
     during: impl FnOnce(),
 ) -> (Finished, Finished) {
-    let room = signal.room("turn-stream");
+    let room = signal.room("turn-connection");
     let offer = [extra, &["--bind", "127.0.0.1"], offer_extra].concat();
     let offerer = peer(&peer_args("offer", &room, turn, &offer));
     thread::sleep(Duration::from_millis(200));
@@ -157,31 +158,53 @@ fn through_coturn_over_tls_verified_with_the_ca_flag() {
 }
 
 #[test]
-fn a_tls_server_no_root_vouches_for_gives_no_relayed_candidate() {
+fn through_coturn_over_dtls_verified_with_the_ca_flag() {
     let Some(coturn) = start_coturn() else {
         return;
     };
     let signal = SignalRelay::start();
-    let room = signal.room("untrusted");
-    let turn = format!("turns:localhost:{}", coturn.tls.unwrap().port());
-    let args = peer_args(
-        "offer",
-        &room,
-        &turn,
-        &["--relay-only", "--bind", "127.0.0.1"],
+    let turn = format!(
+        "turns:localhost:{}?transport=udp",
+        coturn.dtls_addr().port()
     );
-    let started = Instant::now();
-    let offer = peer(&args).wait(BOUND);
-    assert!(started.elapsed() < Duration::from_secs(15), "fails at once");
-    assert_eq!(offer.status.code(), Some(1), "stderr:\n{}", offer.stderr);
-    let report = offer.json();
-    let error = report["error"].as_str().unwrap();
-    assert!(error.contains("no local candidates"), "{error}");
-    let reason = report["gather_failed"][0]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("TLS handshake") && reason.contains("certificate"),
-        "{reason}"
+    let ca = coturn.cert_path().unwrap().display().to_string();
+    let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
+    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
+    assert_relayed_over(&offer, &answer, "dtls", 50);
+}
+
+#[test]
+fn a_server_no_root_vouches_for_gives_no_relayed_candidate_over_tls_or_dtls() {
+    let Some(coturn) = start_coturn() else {
+        return;
+    };
+    let signal = SignalRelay::start();
+    let tls = format!("turns:localhost:{}", coturn.tls.unwrap().port());
+    let dtls = format!(
+        "turns:localhost:{}?transport=udp",
+        coturn.dtls_addr().port()
     );
+    for (turn, handshake) in [(tls, "TLS handshake"), (dtls, "DTLS handshake")] {
+        let room = signal.room("untrusted");
+        let args = peer_args(
+            "offer",
+            &room,
+            &turn,
+            &["--relay-only", "--bind", "127.0.0.1"],
+        );
+        let started = Instant::now();
+        let offer = peer(&args).wait(BOUND);
+        assert!(started.elapsed() < Duration::from_secs(15), "fails at once");
+        assert_eq!(offer.status.code(), Some(1), "stderr:\n{}", offer.stderr);
+        let report = offer.json();
+        let error = report["error"].as_str().unwrap();
+        assert!(error.contains("no local candidates"), "{error}");
+        let reason = report["gather_failed"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(handshake) && reason.contains("certificate"),
+            "{reason}"
+        );
+    }
 }
 
 #[test]
@@ -312,6 +335,29 @@ fn through_icebreaker_over_tls() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     assert_relayed_over(&offer, &answer, "tls", 50);
+}
+
+#[test]
+fn through_icebreaker_over_dtls() {
+    let signal = SignalRelay::start();
+    let stack = TlsServer::start(
+        "ice-peer-dtls",
+        &["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"],
+    );
+    let turn = format!(
+        "turns:{}:{}?transport=udp",
+        TlsServer::NAME,
+        stack.dtls_addr.port()
+    );
+    let ca = path_text(&stack.cert.cert_path);
+    let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
+    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
+    assert_relayed_over(&offer, &answer, "dtls", 50);
+    // Each peer's allocation was made over a DTLS session of its own.
+    let sessions = stack
+        .server
+        .metric("icebreaker_connections_opened_total{transport=\"dtls\"}");
+    assert!(sessions >= 2.0, "{sessions} DTLS sessions");
 }
 
 fn path_text(path: &Path) -> String {

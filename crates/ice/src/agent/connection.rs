@@ -1,5 +1,6 @@
-//! TURN servers reached over TCP or TLS (RFC 8656 §3.1): the agent's side of the connection
-//! the driver keeps for each such relay, and their candidates' priorities and foundations.
+//! TURN servers reached over TCP or TLS (RFC 8656 §3.1) or DTLS (RFC 7350): the agent's side
+//! of the connection the driver keeps for each such relay, and their candidates' priorities
+//! and foundations.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -10,30 +11,31 @@ use super::{Agent, ConnectionState, Event, PairState, RelayStatus, Transmit, Tur
 use crate::candidate::{CandidateKind, foundation};
 use crate::uri::Transport;
 
-/// A TCP or TLS connection to a TURN server, one per relay over a stream: the agent names it
-/// in [`Transmit::stream`] and [`Event::StreamClosed`], the driver in
-/// [`Agent::handle_stream_input`] and [`Agent::handle_stream_closed`].
+/// A TCP, TLS or DTLS connection to a TURN server, one per relay not over plain UDP: the agent
+/// names it in [`Transmit::connection`] and [`Event::ConnectionClosed`], the driver in
+/// [`Agent::handle_connection_input`] and [`Agent::handle_connection_closed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TurnStream {
+pub struct TurnConnection {
     /// The UDP socket ([`Agent::add_local_socket`]) whose relayed candidate the connection
     /// carries: the connection leaves from its IP address.
     pub local: SocketAddr,
     /// The TURN server.
     pub server: SocketAddr,
-    /// [`Transport::Tcp`] or [`Transport::Tls`].
+    /// [`Transport::Tcp`], [`Transport::Tls`] or [`Transport::Dtls`].
     pub transport: Transport,
 }
 
-/// The local preference of a relayed candidate: its socket's, lowered for TCP and more for
-/// TLS, so that with up to 64 sockets every relay over UDP ranks above every relay over TCP,
-/// and those above every one over TLS (RFC 8445 §5.1.2.1: a stream adds head-of-line
-/// blocking, and TLS a handshake and framing besides). No driver runs DTLS relays yet; one
-/// would rank with TLS, whose handshake and record overhead it shares.
+/// The local preference of a relayed candidate: its socket's, lowered by a quarter of the
+/// range for each step down UDP, DTLS, TCP, TLS, so that with up to 64 sockets every relay
+/// over one transport ranks above every relay over the next (RFC 8445 §5.1.2.1). DTLS adds a
+/// handshake and a record header to UDP but keeps its datagrams: a lost record delays no
+/// other. A stream adds head-of-line blocking, and TLS framing besides.
 pub(super) fn relay_preference(socket_preference: u16, transport: Transport) -> u16 {
     let penalty = match transport {
         Transport::Udp => 0,
-        Transport::Tcp => 0x4000,
-        Transport::Tls | Transport::Dtls => 0x8000,
+        Transport::Dtls => 0x4000,
+        Transport::Tcp => 0x8000,
+        Transport::Tls => 0xC000,
     };
     socket_preference.saturating_sub(penalty)
 }
@@ -52,7 +54,7 @@ pub(super) fn relay_foundation(base: IpAddr, server: IpAddr, transport: Transpor
 }
 
 impl Agent {
-    /// A TURN server reached over `transport` (UDP, TCP or TLS); those of
+    /// A TURN server reached over `transport` (UDP, TCP, TLS or DTLS); those of
     /// [`AgentConfig::turn_servers`](super::AgentConfig::turn_servers) are over UDP. Call
     /// before [`Agent::gather`]; one added later is used from the next gathering (an ICE
     /// restart). Adding the same server with the same transport twice changes nothing.
@@ -66,24 +68,29 @@ impl Agent {
         }
     }
 
-    /// Bytes read from the connection of `stream`, split anywhere: the agent frames them
-    /// (RFC 8656 §12.5) and keeps a partial frame for the next read. Returns the application
-    /// data the peer sent through the relay, one entry per datagram. A stream that loses its
-    /// framing is closed ([`Event::StreamClosed`]). Bytes for a stream the agent does not know
-    /// or has closed are ignored.
-    pub fn handle_stream_input(
+    /// Bytes read from `connection`. Over TCP and TLS they are split anywhere: the agent
+    /// frames them (RFC 8656 §12.5) and keeps a partial frame for the next read; a stream
+    /// that loses its framing is closed ([`Event::ConnectionClosed`]). Over DTLS they are one
+    /// record, holding one STUN message or ChannelData. Returns the application data the peer
+    /// sent through the relay, one entry per datagram. Bytes for a connection the agent does
+    /// not know or has closed are ignored.
+    pub fn handle_connection_input(
         &mut self,
         now: Instant,
-        stream: TurnStream,
+        connection: TurnConnection,
         bytes: &[u8],
     ) -> Vec<Vec<u8>> {
         let mut received = Vec::new();
         if self.state == ConnectionState::Closed {
             return received;
         }
-        let Some(index) = self.stream_relay(stream) else {
+        let Some(index) = self.connection_relay(connection) else {
             return received;
         };
+        if !connection.transport.is_stream() {
+            received.extend(self.relay_input(now, index, bytes));
+            return received;
+        }
         let mut inbox = std::mem::take(&mut self.relays[index].inbox);
         inbox.extend_from_slice(bytes);
         let mut start = 0;
@@ -95,24 +102,14 @@ impl Agent {
                 Err(error) => break Some(error),
             };
             let end = start + frame.len;
-            let relayed = self.relays[index].client.relayed_address();
-            let peer_data =
-                self.relays[index]
-                    .client
-                    .handle_input(now, &mut *self.rng, &inbox[start..end]);
-            if let (Some(data), Some(relayed)) = (peer_data, relayed)
-                && let Some(app) = self.handle_from_peer(now, relayed, data.peer, data.data)
-            {
-                received.push(app.to_vec());
-            }
-            self.drain_relay(now, index);
+            received.extend(self.relay_input(now, index, &inbox[start..end]));
             start = end;
             if self.relays[index].closed {
                 return received;
             }
         };
         if let Some(error) = lost {
-            self.lose_stream(index, &format!("the stream lost its framing: {error}"));
+            self.lose_connection(index, &format!("the stream lost its framing: {error}"));
             return received;
         }
         inbox.drain(..start);
@@ -120,12 +117,29 @@ impl Agent {
         received
     }
 
-    /// The connection of `stream` could not be opened, ended or failed; `reason` says how.
-    /// Its relay fails (see [`Event::StreamClosed`], which follows) and the rest of ICE goes
-    /// on. Nothing happens for a stream the agent does not know or has closed.
-    pub fn handle_stream_closed(&mut self, stream: TurnStream, reason: &str) {
-        if let Some(index) = self.stream_relay(stream) {
-            self.lose_stream(index, reason);
+    /// One message from the server of relay `index`: the application data it relayed from
+    /// the peer, if any.
+    fn relay_input(&mut self, now: Instant, index: usize, message: &[u8]) -> Option<Vec<u8>> {
+        let relayed = self.relays[index].client.relayed_address();
+        let peer_data = self.relays[index]
+            .client
+            .handle_input(now, &mut *self.rng, message);
+        let app = match (peer_data, relayed) {
+            (Some(data), Some(relayed)) => self
+                .handle_from_peer(now, relayed, data.peer, data.data)
+                .map(<[u8]>::to_vec),
+            _ => None,
+        };
+        self.drain_relay(now, index);
+        app
+    }
+
+    /// `connection` could not be opened, ended or failed; `reason` says how. Its relay fails
+    /// (see [`Event::ConnectionClosed`], which follows) and the rest of ICE goes on. Nothing
+    /// happens for a connection the agent does not know or has closed.
+    pub fn handle_connection_closed(&mut self, connection: TurnConnection, reason: &str) {
+        if let Some(index) = self.connection_relay(connection) {
+            self.lose_connection(index, reason);
         }
     }
 
@@ -138,26 +152,26 @@ impl Agent {
             .and_then(|l| l.relay_transport)
     }
 
-    /// The open relay over `stream`.
-    fn stream_relay(&self, stream: TurnStream) -> Option<usize> {
+    /// The open relay over `connection`.
+    fn connection_relay(&self, connection: TurnConnection) -> Option<usize> {
         self.relays.iter().position(|r| {
             r.transport != Transport::Udp
                 && !r.closed
-                && r.socket == stream.local
-                && r.client.server() == stream.server
-                && r.transport == stream.transport
+                && r.socket == connection.local
+                && r.client.server() == connection.server
+                && r.transport == connection.transport
         })
     }
 
-    /// Queues bytes of relay `index` for its server: a datagram from its socket, or a piece
-    /// of its stream unless that is closed.
+    /// Queues bytes of relay `index` for its server: a datagram from its socket, or bytes
+    /// for its connection unless that is closed.
     pub(super) fn relay_transmit(&mut self, index: usize, payload: Vec<u8>) {
         let relay = &self.relays[index];
         if relay.closed {
             return;
         }
         let (local, remote) = (relay.socket, relay.client.server());
-        let stream = (relay.transport != Transport::Udp).then_some(TurnStream {
+        let connection = (relay.transport != Transport::Udp).then_some(TurnConnection {
             local,
             server: remote,
             transport: relay.transport,
@@ -166,34 +180,34 @@ impl Agent {
             local,
             remote,
             payload,
-            stream,
+            connection,
         });
     }
 
-    /// Ends the stream of relay `index`, if it has an open one, and tells the driver.
-    pub(super) fn close_stream(&mut self, index: usize, reason: &str) {
+    /// Ends the connection of relay `index`, if it has an open one, and tells the driver.
+    pub(super) fn close_connection(&mut self, index: usize, reason: &str) {
         let relay = &mut self.relays[index];
         if relay.transport == Transport::Udp || relay.closed {
             return;
         }
         relay.closed = true;
         relay.inbox = Vec::new();
-        let stream = TurnStream {
+        let connection = TurnConnection {
             local: relay.socket,
             server: relay.client.server(),
             transport: relay.transport,
         };
-        self.events.push_back(Event::StreamClosed {
-            stream,
+        self.events.push_back(Event::ConnectionClosed {
+            connection,
             relayed: relay.client.relayed_address(),
             reason: reason.to_owned(),
         });
     }
 
-    /// The stream of relay `index` broke: the relay fails as if its allocation had, and
+    /// The connection of relay `index` broke: the relay fails as if its allocation had, and
     /// everything that ran over it with it.
-    fn lose_stream(&mut self, index: usize, reason: &str) {
-        self.close_stream(index, reason);
+    fn lose_connection(&mut self, index: usize, reason: &str) {
+        self.close_connection(index, reason);
         let status = self.relays[index].status;
         self.relays[index].status = RelayStatus::Failed;
         match status {
