@@ -8,30 +8,17 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use icebreaker_tests::{
-    Coturn, CoturnListeners, Finished, Process, Server, SignalRelay, TlsServer, free_tcp_port,
-    have_tool, ice_peer_bin, test_certificate, wait_for_tcp,
+    Coturn, CoturnListeners, Finished, Process, SignalRelay, TlsServer, have_tool, ice_peer_bin,
 };
 
 /// Every wait here ends by this long, so that a hung process fails the test instead of
 /// hanging it.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// A directory of this process for `name`, under the system's temporary directory.
-fn temp_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!(
-        "ice-peer-turn-connection-{}-{name}-{n}",
-        std::process::id()
-    ))
-}
 
 /// coturn's `turnserver` on loopback with TCP, TLS and DTLS listeners and no plain UDP one, so
 /// that a session that works went over the connection; relaying between loopback addresses.
@@ -94,21 +81,22 @@ fn run_pair(
     (offerer.wait(BOUND), answerer.wait(BOUND))
 }
 
+/// Both peers exited with 0.
+fn both_succeeded(offer: &Finished, answer: &Finished) {
+    for (role, exit) in [("offer", offer), ("answer", answer)] {
+        assert_eq!(
+            exit.status.code(),
+            Some(0),
+            "{role} stderr:\n{}",
+            exit.stderr
+        );
+    }
+}
+
 /// Both peers connected over their relayed candidates, allocated over `protocol`, and every
 /// one of `probes` probes came back.
 fn assert_relayed_over(offer: &Finished, answer: &Finished, protocol: &str, probes: u64) {
-    assert_eq!(
-        offer.status.code(),
-        Some(0),
-        "offer stderr:\n{}",
-        offer.stderr
-    );
-    assert_eq!(
-        answer.status.code(),
-        Some(0),
-        "answer stderr:\n{}",
-        answer.stderr
-    );
+    both_succeeded(offer, answer);
     let (offer, answer) = (offer.json(), answer.json());
     for report in [&offer, &answer] {
         assert_eq!(report["connected"], true, "{report}");
@@ -132,45 +120,34 @@ fn assert_relayed_over(offer: &Finished, answer: &Finished, protocol: &str, prob
 
 const RELAY_ONLY: &[&str] = &["--relay-only"];
 
-#[test]
-fn through_coturn_over_tcp() {
-    let Some(coturn) = start_coturn() else {
-        return;
-    };
+/// Two relay-only peers through `turn`, trusting `ca` if given: every one of 50 probes comes
+/// back over relayed candidates allocated over `protocol`.
+fn relayed_through(turn: &str, ca: Option<&Path>, protocol: &str) {
     let signal = SignalRelay::start();
-    let turn = format!("turn:{}?transport=tcp", coturn.addr);
-    let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
-    assert_relayed_over(&offer, &answer, "tcp", 50);
+    let ca = ca.map(path_text);
+    let mut extra = RELAY_ONLY.to_vec();
+    if let Some(ca) = &ca {
+        extra.extend(["--ca", ca.as_str()]);
+    }
+    let (offer, answer) = run_pair(&signal, turn, &extra, &["--send", "50"], || {});
+    assert_relayed_over(&offer, &answer, protocol, 50);
 }
 
 #[test]
-fn through_coturn_over_tls_verified_with_the_ca_flag() {
+fn through_coturn_over_tcp_tls_and_dtls() {
     let Some(coturn) = start_coturn() else {
         return;
     };
-    let signal = SignalRelay::start();
+    relayed_through(&format!("turn:{}?transport=tcp", coturn.addr), None, "tcp");
     // A name, not the IP: the server is asked for (SNI) and checked as "localhost".
-    let turn = format!("turns:localhost:{}", coturn.tls.unwrap().port());
-    let ca = coturn.cert_path().unwrap().display().to_string();
-    let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
-    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
-    assert_relayed_over(&offer, &answer, "tls", 50);
-}
-
-#[test]
-fn through_coturn_over_dtls_verified_with_the_ca_flag() {
-    let Some(coturn) = start_coturn() else {
-        return;
-    };
-    let signal = SignalRelay::start();
-    let turn = format!(
+    let ca = coturn.cert_path();
+    let tls = format!("turns:localhost:{}", coturn.tls.unwrap().port());
+    relayed_through(&tls, ca, "tls");
+    let dtls = format!(
         "turns:localhost:{}?transport=udp",
         coturn.dtls_addr().port()
     );
-    let ca = coturn.cert_path().unwrap().display().to_string();
-    let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
-    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
-    assert_relayed_over(&offer, &answer, "dtls", 50);
+    relayed_through(&dtls, ca, "dtls");
 }
 
 #[test]
@@ -225,18 +202,7 @@ fn a_turn_server_lost_mid_run_costs_the_relay_not_the_host_pair() {
             coturn.kill();
         },
     );
-    assert_eq!(
-        offer.status.code(),
-        Some(0),
-        "offer stderr:\n{}",
-        offer.stderr
-    );
-    assert_eq!(
-        answer.status.code(),
-        Some(0),
-        "answer stderr:\n{}",
-        answer.stderr
-    );
+    both_succeeded(&offer, &answer);
     for exit in [&offer, &answer] {
         let report = exit.json();
         assert_eq!(report["selected"]["local"]["type"], "host", "{report}");
@@ -298,61 +264,23 @@ fn losing_the_relay_of_the_selected_pair_fails_the_run_at_once() {
     assert!(noticed >= 1);
 }
 
-/// `icebreaker serve` with one user, relaying between loopback addresses, with `extra` flags.
-fn icebreaker(extra: &[&str]) -> Server {
-    let base = ["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"];
-    Server::start(&[&base[..], extra].concat())
-}
-
 #[test]
-fn through_icebreaker_over_tcp() {
-    let signal = SignalRelay::start();
-    let server = icebreaker(&[]);
-    let turn = format!("turn:{}?transport=tcp", server.addr);
-    let (offer, answer) = run_pair(&signal, &turn, RELAY_ONLY, &["--send", "50"], || {});
-    assert_relayed_over(&offer, &answer, "tcp", 50);
-}
-
-#[test]
-fn through_icebreaker_over_tls() {
-    let signal = SignalRelay::start();
-    let dir = temp_dir("icebreaker-tls");
-    let cert = test_certificate(&dir, &["localhost", "127.0.0.1"]);
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-    let (cert_path, key_path) = (path_text(&cert.cert_path), path_text(&cert.key_path));
-    let server = icebreaker(&[
-        "--tls-listen",
-        &tls.to_string(),
-        "--tls-cert",
-        &cert_path,
-        "--tls-key",
-        &key_path,
-    ]);
-    wait_for_tcp(tls, "icebreaker's TLS listener");
-    let turn = format!("turns:localhost:{}", tls.port());
-    let extra = [RELAY_ONLY, &["--ca", &cert_path]].concat();
-    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert_relayed_over(&offer, &answer, "tls", 50);
-}
-
-#[test]
-fn through_icebreaker_over_dtls() {
-    let signal = SignalRelay::start();
+fn through_icebreaker_over_tcp_tls_and_dtls() {
     let stack = TlsServer::start(
-        "ice-peer-dtls",
+        "ice-peer",
         &["--user", "alice:secret", "--allow-peer", "127.0.0.0/8"],
     );
-    let turn = format!(
+    let turn = format!("turn:{}?transport=tcp", stack.server.addr);
+    relayed_through(&turn, None, "tcp");
+    let ca = Some(stack.cert.cert_path.as_path());
+    let tls = format!("turns:{}:{}", TlsServer::NAME, stack.tls_addr.port());
+    relayed_through(&tls, ca, "tls");
+    let dtls = format!(
         "turns:{}:{}?transport=udp",
         TlsServer::NAME,
         stack.dtls_addr.port()
     );
-    let ca = path_text(&stack.cert.cert_path);
-    let extra = [RELAY_ONLY, &["--ca", &ca]].concat();
-    let (offer, answer) = run_pair(&signal, &turn, &extra, &["--send", "50"], || {});
-    assert_relayed_over(&offer, &answer, "dtls", 50);
+    relayed_through(&dtls, ca, "dtls");
     // Each peer's allocation was made over a DTLS session of its own.
     let sessions = stack
         .server

@@ -6,6 +6,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
+use common::Sockets;
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +21,8 @@ use icebreaker_ice::{
     TurnConnection, TurnServerConfig,
 };
 use icebreaker_turn::{
-    ClientAction, ClientTransport, FiveTuple, PEER_HEADROOM, PeerAction, Quotas, RelaySockets,
-    TurnConfig, TurnServer, UserCredential,
+    ClientAction, ClientTransport, FiveTuple, PEER_HEADROOM, PeerAction, Quotas, TurnConfig,
+    TurnServer, UserCredential,
 };
 use icebreaker_wire::framing::{self, Framing};
 use icebreaker_wire::{Message, Method};
@@ -36,21 +39,6 @@ const UNIX_START: u64 = 1_795_219_200;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-#[derive(Default)]
-struct Sockets {
-    bound: HashSet<SocketAddr>,
-}
-
-impl RelaySockets for Sockets {
-    fn bind(&mut self, addr: SocketAddr) -> bool {
-        self.bound.insert(addr)
-    }
-
-    fn release(&mut self, addr: SocketAddr) {
-        self.bound.remove(&addr);
-    }
 }
 
 fn turn(password: &str) -> TurnServerConfig {
@@ -427,6 +415,17 @@ impl World {
             .collect()
     }
 
+    /// A's one relay failed while allocating: its connection closed and gathering ended.
+    fn assert_gathering_failed_and_ended(&self) {
+        assert!(
+            self.a_events
+                .iter()
+                .any(|e| matches!(e, Event::GatherFailed { .. }))
+        );
+        assert_eq!(self.connections_closed().len(), 1, "{:?}", self.a_events);
+        assert!(self.a_events.contains(&Event::GatheringComplete));
+    }
+
     fn connections_closed(&self) -> Vec<(TurnConnection, String)> {
         self.a_events
             .iter()
@@ -560,14 +559,7 @@ fn requests_over_dtls_are_retransmitted_as_over_udp() {
         sent.iter().all(|(_, bytes)| bytes == &sent[0].1),
         "the same Allocate each time"
     );
-    assert!(
-        world
-            .a_events
-            .iter()
-            .any(|e| matches!(e, Event::GatherFailed { .. }))
-    );
-    assert_eq!(world.connections_closed().len(), 1, "{:?}", world.a_events);
-    assert!(world.a_events.contains(&Event::GatheringComplete));
+    world.assert_gathering_failed_and_ended();
 }
 
 #[test]
@@ -699,14 +691,7 @@ fn requests_over_a_stream_are_sent_once() {
         "no retransmission over a stream"
     );
     world.run_for(Duration::from_secs(10));
-    assert!(
-        world
-            .a_events
-            .iter()
-            .any(|e| matches!(e, Event::GatherFailed { .. }))
-    );
-    assert_eq!(world.connections_closed().len(), 1, "{:?}", world.a_events);
-    assert!(world.a_events.contains(&Event::GatheringComplete));
+    world.assert_gathering_failed_and_ended();
 }
 
 #[test]

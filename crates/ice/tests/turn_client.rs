@@ -5,7 +5,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::collections::HashSet;
+mod common;
+
+use common::Sockets;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +16,8 @@ use icebreaker_ice::turn_client::{
     TurnClient, TurnClientConfig, TurnError, TurnEvent, TurnSendError, TurnState, TurnTiming,
 };
 use icebreaker_turn::{
-    ClientAction, ClientTransport, Event, FiveTuple, PeerAction, Quotas, RelaySockets, TurnConfig,
-    TurnServer, UserCredential,
+    ClientAction, ClientTransport, Event, FiveTuple, PeerAction, Quotas, TurnConfig, TurnServer,
+    UserCredential,
 };
 use icebreaker_wire::attr::{
     AlternateServer, AttrType, Data, ErrorCodeAttribute, Lifetime, Nonce, PasswordAlgorithm,
@@ -45,22 +47,6 @@ const UNIX_START: u64 = 1_795_219_200;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("literal address")
-}
-
-/// Relay sockets that live in a set.
-#[derive(Default)]
-struct Sockets {
-    bound: HashSet<SocketAddr>,
-}
-
-impl RelaySockets for Sockets {
-    fn bind(&mut self, addr: SocketAddr) -> bool {
-        self.bound.insert(addr)
-    }
-
-    fn release(&mut self, addr: SocketAddr) {
-        assert!(self.bound.remove(&addr), "released {addr}, never bound");
-    }
 }
 
 /// A server with one user, alice, whose password is "secret".

@@ -7,7 +7,7 @@
 //! The binary is a thin shell over [`driver::run`]; the pieces that need no network are
 //! modules of their own so that they are tested alone: the command line ([`cli`]), server URIs
 //! ([`uri`]), the signaling messages ([`signaling`]), the probes ([`probe`]) and the report
-//! ([`report`]). [`streams`] keeps the TCP and TLS connections to TURN servers.
+//! ([`report`]). [`connections`] keeps the TCP, TLS and DTLS connections to TURN servers.
 
 pub mod cli;
 pub mod connections;
