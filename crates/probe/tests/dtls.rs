@@ -21,47 +21,28 @@ use tokio::net::UdpSocket;
 
 use ice_probe::report::{Check, Report, Severity, Status};
 use ice_probe::stun_checks::binding_over_dtls;
-use ice_probe::tls::{TlsOptions, load_ca};
+use ice_probe::tls::load_ca;
 use ice_probe::turn_checks::CHECK_NAMES;
-use ice_probe::{Credentials, LoadSettings, Settings, Target, run};
-use icebreaker_ice::uri::ServerUri;
+use ice_probe::{LoadSettings, Settings, Target};
 use icebreaker_tests::{TestCertificate, TlsServer, have_tool};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
 mod common;
-use common::{dtls_coturn_serving, find, metric, start_dtls_coturn};
+use common::{as_alice, dtls_coturn_serving, find, metric, probe, start_dtls_coturn, trusting};
 
 fn settings() -> Settings {
     Settings {
-        credentials: Some(Credentials {
-            username: "alice".into(),
-            password: "secret".into(),
-            rest: false,
-        }),
         count: 3,
-        timeout: Duration::from_secs(2),
-        ..Settings::default()
-    }
-}
-
-fn trusting(certificates: Vec<CertificateDer<'static>>) -> Settings {
-    Settings {
-        tls: TlsOptions {
-            ca: certificates,
-            insecure: false,
-        },
-        ..settings()
+        ..as_alice()
     }
 }
 
 fn trusting_coturn(coturn: &icebreaker_tests::Coturn) -> Settings {
-    trusting(load_ca(coturn.cert_path().expect("coturn serves DTLS")).unwrap())
-}
-
-async fn probe(uri: &str, settings: &Settings) -> Report {
-    let uri: ServerUri = uri.parse().unwrap();
-    run::run(&[uri], settings).await
+    trusting(
+        load_ca(coturn.cert_path().expect("coturn serves DTLS")).unwrap(),
+        settings(),
+    )
 }
 
 /// The DTLS and Binding checks of `turns:HOST:PORT?transport=udp` with `server` behind any
@@ -234,7 +215,7 @@ async fn a_certificate_from_an_intermediate_ca_verifies_against_the_root() {
     let chain = chain_through_an_intermediate();
     let coturn = dtls_coturn_serving(true, |dir| chain.write(dir));
     // Only the root is trusted: the intermediate must come from the server's handshake.
-    let settings = trusting(vec![chain.root.clone()]);
+    let settings = trusting(vec![chain.root.clone()], settings());
     let checks = probe_as("localhost", coturn.dtls_addr(), &settings).await;
     let dtls = find(&checks, "dtls");
     assert_eq!(dtls.status, Status::Pass, "{dtls:#?}");
@@ -258,7 +239,7 @@ async fn a_wrong_ca_fails_tls_certificate_as_an_unknown_issuer() {
     let other_root = chain_through_an_intermediate().root;
     let report = probe(
         &format!("turns:{}?transport=udp", coturn.dtls_addr()),
-        &trusting(vec![other_root]),
+        &trusting(vec![other_root], settings()),
     )
     .await;
     let dtls = find(&report.checks, "dtls");
@@ -447,7 +428,7 @@ async fn the_audit_and_a_load_run_over_dtls() {
 #[tokio::test]
 async fn every_check_passes_against_icebreaker_over_dtls_13() {
     let server = TlsServer::start("ice-probe-dtls", &["--user", "alice:secret"]);
-    let settings = trusting(load_ca(&server.cert.cert_path).unwrap());
+    let settings = trusting(load_ca(&server.cert.cert_path).unwrap(), settings());
     let port = server.dtls_addr.port();
     let report = probe(&format!("turns:localhost:{port}?transport=udp"), &settings).await;
     assert_all_passed(&report);
@@ -544,7 +525,7 @@ async fn dtls_13_with_a_client_certificate_asked_for_is_reported() {
     let checks = probe_as(
         "localhost",
         server,
-        &trusting(vec![made.cert.der().clone()]),
+        &trusting(vec![made.cert.der().clone()], settings()),
     )
     .await;
     let dtls = find(&checks, "dtls");
@@ -572,7 +553,12 @@ async fn over_dtls_13_an_intermediate_the_probe_cannot_see_is_explained() {
     // looks to the probe under DTLS 1.3, which encrypts it.
     let chain = chain_through_an_intermediate();
     let server = dtls_server(chain.leaf.clone()).await;
-    let checks = probe_as("localhost", server, &trusting(vec![chain.root.clone()])).await;
+    let checks = probe_as(
+        "localhost",
+        server,
+        &trusting(vec![chain.root.clone()], settings()),
+    )
+    .await;
     let dtls = find(&checks, "dtls");
     assert_eq!(dtls.status, Status::Fail, "{dtls:#?}");
     let text = explanation(dtls);

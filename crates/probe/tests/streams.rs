@@ -7,42 +7,18 @@
 
 use std::time::Duration;
 
+use ice_probe::Settings;
 use ice_probe::report::{Check, Report, Severity, Status};
-use ice_probe::tls::{TlsOptions, load_ca};
+use ice_probe::tls::load_ca;
 use ice_probe::turn_checks::CHECK_NAMES;
-use ice_probe::{Credentials, Settings, run};
-use icebreaker_ice::uri::ServerUri;
 use icebreaker_tests::have_tool;
 
 mod common;
-use common::{find, metric, start_coturn};
+use common::{as_alice, find, metric, probe, start_coturn, trusting};
 use icebreaker_tests::Coturn;
 
-fn settings() -> Settings {
-    Settings {
-        credentials: Some(Credentials {
-            username: "alice".into(),
-            password: "secret".into(),
-            rest: false,
-        }),
-        timeout: Duration::from_secs(2),
-        ..Settings::default()
-    }
-}
-
-fn trusting(coturn: &Coturn) -> Settings {
-    Settings {
-        tls: TlsOptions {
-            ca: load_ca(coturn.cert_path().unwrap()).unwrap(),
-            insecure: false,
-        },
-        ..settings()
-    }
-}
-
-async fn probe(uri: &str, settings: &Settings) -> Report {
-    let uri: ServerUri = uri.parse().unwrap();
-    run::run(&[uri], settings).await
+fn trusting_coturn(coturn: &Coturn) -> Settings {
+    trusting(load_ca(coturn.cert_path().unwrap()).unwrap(), as_alice())
 }
 
 fn explanation(check: &Check) -> &str {
@@ -75,7 +51,7 @@ async fn every_turn_check_passes_over_tcp() {
         return;
     }
     let coturn = start_coturn(false);
-    let report = probe(&format!("turn:{}?transport=tcp", coturn.addr), &settings()).await;
+    let report = probe(&format!("turn:{}?transport=tcp", coturn.addr), &as_alice()).await;
     assert_turn_passed(&report);
     assert!(report.checks.iter().all(|c| c.name != "tls"), "{report:#?}");
     let mapped = find(&report.checks, "mapped-address");
@@ -92,7 +68,11 @@ async fn turns_with_the_ca_passes_and_reports_the_handshake() {
     let tls_port = coturn.tls.unwrap().port();
     // By address (verified against the certificate's IP) and by name (SNI).
     for host in ["127.0.0.1", "localhost"] {
-        let report = probe(&format!("turns:{host}:{tls_port}"), &trusting(&coturn)).await;
+        let report = probe(
+            &format!("turns:{host}:{tls_port}"),
+            &trusting_coturn(&coturn),
+        )
+        .await;
         assert_turn_passed(&report);
         let tls = find(&report.checks, "tls");
         assert_eq!(tls.status, Status::Pass, "{tls:#?}");
@@ -126,7 +106,7 @@ async fn turns_without_the_ca_fails_with_the_unknown_issuer() {
     }
     let coturn = start_coturn(true);
     let uri = format!("turns:{}", coturn.tls.unwrap());
-    let report = probe(&uri, &settings()).await;
+    let report = probe(&uri, &as_alice()).await;
     let tls = find(&report.checks, "tls");
     assert_eq!(tls.status, Status::Fail, "{tls:#?}");
     assert!(explanation(tls).contains("unknown issuer"), "{tls:#?}");
@@ -151,7 +131,7 @@ async fn insecure_passes_and_says_the_certificate_is_unverified() {
     }
     let coturn = start_coturn(true);
     let uri = format!("turns:{}", coturn.tls.unwrap());
-    let mut settings = settings();
+    let mut settings = as_alice();
     settings.tls.insecure = true;
     let report = probe(&uri, &settings).await;
     assert_turn_passed(&report);
@@ -175,7 +155,7 @@ async fn a_plain_tcp_port_probed_as_tls_is_explained() {
         return;
     }
     let coturn = start_coturn(false);
-    let mut settings = settings();
+    let mut settings = as_alice();
     settings.timeout = Duration::from_secs(1);
     let report = probe(&format!("turns:{}", coturn.addr), &settings).await;
     assert_eq!(find(&report.checks, "connect").status, Status::Pass);
@@ -217,7 +197,7 @@ async fn the_audit_over_tcp_and_tls_finds_what_it_finds_over_udp() {
         return;
     }
     let coturn = start_coturn(true);
-    let mut settings = trusting(&coturn);
+    let mut settings = trusting_coturn(&coturn);
     settings.audit = true;
     let udp = probe(&format!("turn:{}", coturn.addr), &settings).await;
     let tcp = probe(&format!("turn:{}?transport=tcp", coturn.addr), &settings).await;
@@ -271,7 +251,7 @@ async fn a_short_load_runs_over_tls() {
         return;
     }
     let coturn = start_coturn(true);
-    let mut settings = trusting(&coturn);
+    let mut settings = trusting_coturn(&coturn);
     settings.load = Some(ice_probe::LoadSettings {
         allocations: 4,
         duration: Duration::from_secs(1),

@@ -2,7 +2,43 @@
 
 #![allow(dead_code, unreachable_pub, clippy::panic)]
 
-use ice_probe::report::Check;
+use std::time::Duration;
+
+use ice_probe::report::{Check, Report};
+use ice_probe::tls::TlsOptions;
+use ice_probe::{Credentials, Settings, run};
+use icebreaker_ice::uri::ServerUri;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+
+/// The settings of a probe as `alice:secret`, waiting 2 s for each answer.
+pub fn as_alice() -> Settings {
+    Settings {
+        credentials: Some(Credentials {
+            username: "alice".into(),
+            password: "secret".into(),
+            rest: false,
+        }),
+        timeout: Duration::from_secs(2),
+        ..Settings::default()
+    }
+}
+
+/// `settings`, trusting `ca` besides the system's roots.
+pub fn trusting(ca: Vec<CertificateDer<'static>>, settings: Settings) -> Settings {
+    Settings {
+        tls: TlsOptions {
+            ca,
+            insecure: false,
+        },
+        ..settings
+    }
+}
+
+/// Probes `uri` with `settings`.
+pub async fn probe(uri: &str, settings: &Settings) -> Report {
+    let uri: ServerUri = uri.parse().unwrap_or_else(|e| panic!("{uri}: {e}"));
+    run::run(&[uri], settings).await
+}
 
 /// The check named `name`; the test fails without one.
 pub fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
