@@ -163,9 +163,9 @@ pub enum Event {
     },
     /// The peer stopped answering consent checks for the consent timeout (RFC 7675).
     ConsentLost,
-    /// The agent is done with a TCP, TLS or DTLS connection to a TURN server: the driver closes it,
-    /// after writing the transmits [`Agent::poll_transmit`] gave for it before this event,
-    /// and never reopens it. Whatever was relayed over it is gone: a relay still allocating
+    /// The agent is done with a TCP, TLS or DTLS connection to a TURN server: the driver
+    /// closes it, after writing the transmits [`Agent::poll_transmit`] gave for it before this
+    /// event, and never reopens it. Whatever was relayed over it is gone: a relay still allocating
     /// also gives [`Event::GatherFailed`]; an allocated one's pairs fail, and when the
     /// selected pair ran over it the agent turns [`ConnectionState::Failed`] (the other
     /// candidates' checks go on). [`Agent::close`] ends every connection this way too.
@@ -333,7 +333,7 @@ struct EarlyCheck {
 /// A TURN server reached over a connection (RFC 8656 §3.1: `turn:...?transport=tcp`,
 /// `turns:`; RFC 7350: `turns:...?transport=udp`, DTLS) gives one relayed candidate per local
 /// socket of its address family, still relaying UDP on the server's side, with a lower
-/// priority than one over UDP (RFC 8445 §5.1.2.1: UDP, then TCP, then TLS and DTLS) and no
+/// priority than one over UDP (RFC 8445 §5.1.2.1: UDP, then DTLS, then TCP, then TLS) and no
 /// server-reflexive candidate (the server saw another socket). The agent still opens nothing;
 /// for each such relay the driver keeps one connection, named by a [`TurnConnection`]:
 ///

@@ -2,9 +2,10 @@
 //!
 //! One UDP socket per host address, each read by a task that forwards datagrams into one
 //! channel; one TCP, TLS or DTLS connection per relay not over plain UDP
-//! ([`crate::connections`]), whose news comes on another; the loop selects over those channels, the signaling WebSocket, the
-//! agent's timer and the run's own timer (probes, the restart, pings, deadlines). After every
-//! call into the agent its transmits are sent and its events handled.
+//! ([`crate::connections`]), whose news comes on another; the loop selects over those
+//! channels, the signaling WebSocket, the agent's timer and the run's own timer (probes, the
+//! restart, pings, deadlines). After every call into the agent its transmits are sent and its
+//! events handled.
 
 use std::collections::HashSet;
 use std::fmt;
