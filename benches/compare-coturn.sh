@@ -6,20 +6,25 @@
 #
 # Rows over UDP: ChannelData 100 B and 1200 B, Send/Data indications 100 B and STUN Binding,
 # each saturated (--window outstanding round trips per allocation), then ChannelData 100 B at a
-# fixed rate for the RTT percentiles. Rows over TCP and TLS (one connection per allocation, the
-# relayed side UDP): ChannelData 100 B and 1200 B over TCP, 100 B over TLS, saturated. The load
-# generator is target/release/turn-load (benches/src/bin/turn-load/); see benches/README.md.
+# fixed rate for the RTT percentiles. Rows over TCP, TLS and DTLS (one connection or DTLS
+# session per allocation, the relayed side UDP): ChannelData 100 B and 1200 B over TCP, 100 B
+# over TLS, 100 B over DTLS, saturated. The load generator is target/release/turn-load
+# (benches/src/bin/turn-load/); see benches/README.md.
 #
 # Each server is started twice: for the UDP rows with UDP only (as before TCP and TLS rows
-# existed), then for the TCP and TLS rows with its TCP listener on the same port and a TLS
-# listener on its own port, with a self-signed certificate made in $OUT with openssl.
+# existed), then for the TCP, TLS and DTLS rows with its TCP listener on the same port, and TLS
+# and DTLS on their own port (TCP and UDP), with a self-signed ECDSA P-256 certificate made in
+# $OUT with openssl. In that phase both servers serve DTLS, whichever rows run: icebreaker
+# with --dtls-listen, coturn without --no-dtls (it speaks DTLS 1.2; icebreaker and the
+# generator 1.2 and 1.3, so icebreaker's DTLS row runs over 1.3).
 #
 # Environment (defaults in brackets): DURATION seconds per row [10], WARMUP [1],
 # ALLOCATIONS [32], WINDOW [8], RATE [20000], THREADS server threads [2],
-# STREAM_THREADS generator threads for TCP/TLS [1], TRANSPORTS rows to run ["udp tcp tls"],
-# PORT_ICEBREAKER [61478], PORT_COTURN [61488], TLS_PORT_ICEBREAKER [61483],
-# TLS_PORT_COTURN [61493], RELAY_PORTS relay range [61500-61999] (above the kernel's ephemeral
-# range), TURNSERVER [/usr/bin/turnserver], SERVERS ["icebreaker coturn"],
+# STREAM_THREADS generator threads for TCP/TLS/DTLS [1], TRANSPORTS rows to run
+# ["udp tcp tls dtls"] (TRANSPORTS=dtls: the DTLS row alone), PORT_ICEBREAKER [61478],
+# PORT_COTURN [61488], TLS_PORT_ICEBREAKER [61483] and TLS_PORT_COTURN [61493] (TLS and DTLS),
+# RELAY_PORTS relay range [61500-61999] (above the kernel's ephemeral range),
+# TURNSERVER [/usr/bin/turnserver], SERVERS ["icebreaker coturn"],
 # OUT directory for logs and results [a new /tmp/icebreaker-compare.XXXXXX].
 #
 # Everything is bounded in time; the servers it starts are stopped by their PIDs on exit.
@@ -35,7 +40,7 @@ WINDOW=${WINDOW:-8}
 RATE=${RATE:-20000}
 THREADS=${THREADS:-2}
 STREAM_THREADS=${STREAM_THREADS:-1}
-TRANSPORTS=${TRANSPORTS:-udp tcp tls}
+TRANSPORTS=${TRANSPORTS:-udp tcp tls dtls}
 PORT_ICEBREAKER=${PORT_ICEBREAKER:-61478}
 PORT_COTURN=${PORT_COTURN:-61488}
 # Not port + 1, which is coturn's default RFC 5780 alternate port.
@@ -79,7 +84,8 @@ CERT="$OUT/bench-cert.pem"
 KEY="$OUT/bench-key.pem"
 
 # Starts server $1 on port $2 and waits until it answers a Binding request. Phase $4: "udp"
-# (UDP only) or "stream" (also TCP on port $2 and TLS on port $3, answering there too).
+# (UDP only) or "stream" (also TCP on port $2, TLS and DTLS on port $3, answering there too:
+# over DTLS only if a DTLS row runs).
 start_server() {
     local name=$1 port=$2 tls_port=$3 phase=$4
     if "$LOAD" --server "127.0.0.1:$port" --probe --duration 0.5 2>/dev/null; then
@@ -89,10 +95,12 @@ start_server() {
     SERVER_LOG="$OUT/$name-$phase.log"
     case $name in
         icebreaker)
-            # TCP is always on, on the --listen port; TLS only where asked.
+            # TCP is always on, on the --listen port; TLS and DTLS only where asked (DTLS would
+            # follow TLS with an ECDSA certificate anyway: explicit, so that it cannot go away).
             local tls=()
             if [[ $phase == stream ]]; then
-                tls=(--tls-listen "127.0.0.1:$tls_port" --tls-cert "$CERT" --tls-key "$KEY")
+                tls=(--tls-listen "127.0.0.1:$tls_port" --dtls-listen "127.0.0.1:$tls_port"
+                    --tls-cert "$CERT" --tls-key "$KEY")
             fi
             # --user-quota: every row makes $ALLOCATIONS allocations for the one user.
             "$ICEBREAKER" serve --listen "127.0.0.1:$port" --user bench:bench --realm bench \
@@ -102,19 +110,20 @@ start_server() {
             ;;
         coturn)
             # UDP only for the UDP rows. For the stream rows, TCP on the listening port
-            # (coturn's default once --no-tcp is gone) and TLS on its own port.
-            local listeners=(--no-tls --no-tcp)
+            # (coturn's default once --no-tcp is gone), TLS and DTLS on their own port (coturn's
+            # default once --no-tls and --no-dtls are gone), as icebreaker has them.
+            local listeners=(--no-tls --no-tcp --no-dtls)
             if [[ $phase == stream ]]; then
                 listeners=(--tls-listening-port="$tls_port" --cert="$CERT" --pkey="$KEY")
             fi
-            # The same service as icebreaker's defaults: long-term credentials, no DTLS, no
-            # RFC 5780 (no second address), no SOFTWARE, only XOR-MAPPED-ADDRESS in Binding
-            # answers, no bandwidth or allocation limits (coturn's defaults, made explicit), as
-            # many relay threads as icebreaker has workers, its own files under $OUT.
+            # The same service as icebreaker's defaults: long-term credentials, no RFC 5780 (no
+            # second address), no SOFTWARE, only XOR-MAPPED-ADDRESS in Binding answers, no
+            # bandwidth or allocation limits (coturn's defaults, made explicit), as many relay
+            # threads as icebreaker has workers, its own files under $OUT.
             "$TURNSERVER" -n --listening-ip=127.0.0.1 --listening-port="$port" \
                 --relay-ip=127.0.0.1 --min-port="$RELAY_MIN" --max-port="$RELAY_MAX" \
                 --user=bench:bench --realm=bench --lt-cred-mech --allow-loopback-peers \
-                "${listeners[@]}" --no-dtls --no-tcp-relay --no-cli \
+                "${listeners[@]}" --no-tcp-relay --no-cli \
                 --relay-threads="$THREADS" --max-bps=0 --bps-capacity=0 \
                 --user-quota=0 --total-quota=0 \
                 --no-rfc5780 --no-software-attribute --no-stun-backward-compatibility \
@@ -132,6 +141,10 @@ start_server() {
         "$LOAD" --server "127.0.0.1:$port" --transport tcp --probe --duration 15 || up=false
         "$LOAD" --server "127.0.0.1:$tls_port" --transport tls --ca "$CERT" --probe \
             --duration 15 || up=false
+        if [[ " $TRANSPORTS " == *" dtls "* ]]; then
+            "$LOAD" --server "127.0.0.1:$tls_port" --transport dtls --ca "$CERT" --probe \
+                --duration 15 || up=false
+        fi
     fi
     if [[ $up != true ]] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
         echo "$name did not start ($phase); its log:" >&2
@@ -173,6 +186,7 @@ ROWS=(
     "channel 100 B over TCP|tcp|--mode channel --size 100 --window $WINDOW"
     "channel 1200 B over TCP|tcp|--mode channel --size 1200 --window $WINDOW"
     "channel 100 B over TLS|tls|--mode channel --size 100 --window $WINDOW"
+    "channel 100 B over DTLS|dtls|--mode channel --size 100 --window $WINDOW"
 )
 
 # The rows of phase $1 ("udp" or "stream") that TRANSPORTS selects, into PHASE_ROWS.
@@ -192,7 +206,8 @@ phase_rows() {
 phase_rows stream
 if ((${#PHASE_ROWS[@]} > 0)); then
     # A self-signed certificate for 127.0.0.1, not a CA (rustls refuses a CA certificate as a
-    # server's own), valid for the duration of the run and then some.
+    # server's own), valid for the duration of the run and then some. ECDSA: DTLS needs it
+    # (icebreaker's DTLS, on dimpl, takes no other).
     timeout 30 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -keyout "$KEY" -out "$CERT" -days 2 -subj "/CN=127.0.0.1" \
         -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
@@ -219,7 +234,8 @@ for server in $SERVERS; do
         if [[ $phase == udp ]]; then
             echo "== $server on 127.0.0.1:$port (UDP)" >&2
         else
-            echo "== $server on 127.0.0.1:$port (UDP, TCP), TLS on 127.0.0.1:$tls_port" >&2
+            echo "== $server on 127.0.0.1:$port (UDP, TCP)," \
+                "TLS and DTLS on 127.0.0.1:$tls_port" >&2
         fi
         start_server "$server" "$port" "$tls_port" "$phase"
         for row in "${PHASE_ROWS[@]}"; do
@@ -233,6 +249,8 @@ for server in $SERVERS; do
                 tcp) target=(--server "127.0.0.1:$port" --transport tcp
                     --stream-threads "$STREAM_THREADS") ;;
                 tls) target=(--server "127.0.0.1:$tls_port" --transport tls --ca "$CERT"
+                    --stream-threads "$STREAM_THREADS") ;;
+                dtls) target=(--server "127.0.0.1:$tls_port" --transport dtls --ca "$CERT"
                     --stream-threads "$STREAM_THREADS") ;;
             esac
             sleep 1
@@ -250,7 +268,7 @@ done
 echo
 echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), Linux $(uname -r)"
 echo "coturn: $("$TURNSERVER" --version 2>/dev/null | tail -n 1 || echo none); icebreaker: $("$ICEBREAKER" --version)"
-echo "Settings: $ALLOCATIONS allocations, window $WINDOW, $DURATION s per row after $WARMUP s warm-up, $THREADS server threads, $STREAM_THREADS generator threads over TCP/TLS"
+echo "Settings: $ALLOCATIONS allocations, window $WINDOW, $DURATION s per row after $WARMUP s warm-up, $THREADS server threads, $STREAM_THREADS generator threads over TCP/TLS/DTLS"
 echo "Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "Results: $RESULTS"
 echo

@@ -1,4 +1,4 @@
-//! `turn-load`: a load generator for STUN/TURN servers on loopback, over UDP, TCP or TLS.
+//! `turn-load`: a load generator for STUN/TURN servers on loopback, over UDP, TCP, TLS or DTLS.
 //!
 //! It makes `--allocations` TURN allocations (Allocate with the 401/NONCE exchange and
 //! long-term credentials, CreatePermission, ChannelBind), each relaying to its own socket of an
@@ -22,9 +22,14 @@
 //! messages framed as RFC 8656 §3.1 says; `--stream-threads` client threads share the
 //! connections, and the echo peer stays on UDP. See `stream.rs`.
 //!
+//! Over DTLS, each allocation is its own DTLS session on its own connected UDP socket, one
+//! message per record and one record per datagram; losses count as over UDP. The client
+//! threads are `--stream-threads` as over TCP. See `dtls.rs`.
+//!
 //! `--report FILE` prints a comparison table from the `--json` lines of several runs.
 //! See `benches/README.md`.
 
+mod dtls;
 mod messages;
 mod report;
 mod setup;
@@ -44,7 +49,8 @@ use clap::{Parser, ValueEnum};
 use icebreaker_wire::attr::{Lifetime, XorPeerAddress};
 use icebreaker_wire::{ChannelNumber, Method};
 
-use messages::templates;
+use dtls::{DtlsConn, DtlsConnector, dtls_client_loop};
+use messages::{Templates, templates};
 use report::{Outcome, clock_tick, cpu_ticks, report};
 use setup::{Allocation, Exchange, TidGenerator, binding, drain_socket, probe, udp_socket};
 use stream::{Connector, StreamConn, stream_client_loop};
@@ -66,30 +72,31 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The one channel of each allocation (channels are per allocation).
 const CHANNEL: u16 = 0x4000;
-/// Most client threads over TCP and TLS.
+/// Most client threads over TCP, TLS and DTLS.
 const MAX_STREAM_THREADS: usize = 16;
 
 /// Drive ChannelData, Send-indication or Binding round trips through a STUN/TURN server.
 #[derive(Parser, Debug)]
 #[command(name = "turn-load")]
 struct Args {
-    /// The server's address (IPv4, loopback): its UDP port, or with --transport its TCP or
-    /// TLS port.
+    /// The server's address (IPv4, loopback): its UDP port, or with --transport its TCP, TLS
+    /// or DTLS port.
     #[arg(long, default_value = "127.0.0.1:3478")]
     server: SocketAddr,
-    /// How the clients reach the server: UDP, or one TCP or TLS connection per allocation.
-    /// The relayed side (server to echo peer) is UDP in every case.
+    /// How the clients reach the server: UDP, or one TCP or TLS connection or DTLS session per
+    /// allocation. The relayed side (server to echo peer) is UDP in every case.
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
-    /// TLS: a PEM file with the certificate(s) to trust for the server, which must name the
-    /// server's IP address (the test certificate itself, or the CA that signed it). Required
-    /// with --transport tls: the generator verifies the server as a client would.
+    /// TLS and DTLS: a PEM file with the certificate(s) to trust for the server, which must
+    /// name the server's IP address (the test certificate itself, or the CA that signed it;
+    /// over DTLS, the CA that signed it directly). Required with --transport tls and dtls: the
+    /// generator verifies the server as a client would.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// TLS: offer only this version (both 1.2 and 1.3 are offered by default).
+    /// TLS and DTLS: offer only this version (both 1.2 and 1.3 are offered by default).
     #[arg(long, value_enum, value_name = "VERSION")]
     tls_version: Option<TlsVersion>,
-    /// TCP and TLS: client threads sharing the connections, 1 to 16.
+    /// TCP, TLS and DTLS: client threads sharing the connections, 1 to 16.
     #[arg(long, default_value_t = 1)]
     stream_threads: usize,
     /// Long-term credential user name.
@@ -158,15 +165,17 @@ enum Transport {
     Tcp,
     /// One TLS connection per allocation (rustls, ALPN stun.turn).
     Tls,
+    /// One DTLS session per allocation, each on its own UDP socket (dimpl).
+    Dtls,
 }
 
-/// A TLS version to offer alone.
+/// A TLS or DTLS version to offer alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum TlsVersion {
-    /// TLS 1.2.
+    /// TLS or DTLS 1.2.
     #[value(name = "1.2")]
     V1_2,
-    /// TLS 1.3.
+    /// TLS or DTLS 1.3.
     #[value(name = "1.3")]
     V1_3,
 }
@@ -177,13 +186,15 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
     }
 
-    /// How ChannelData is written: padded to 4 bytes over a stream.
+    /// How ChannelData is written: padded to 4 bytes over a stream, not over DTLS, whose
+    /// records are datagrams.
     fn framing(self) -> icebreaker_wire::Transport {
         match self {
-            Transport::Udp => icebreaker_wire::Transport::Datagram,
+            Transport::Udp | Transport::Dtls => icebreaker_wire::Transport::Datagram,
             Transport::Tcp | Transport::Tls => icebreaker_wire::Transport::Stream,
         }
     }
@@ -247,40 +258,50 @@ fn run() -> Result<ExitCode> {
         (1..=MAX_STREAM_THREADS).contains(&args.stream_threads),
         "--stream-threads must be 1 to {MAX_STREAM_THREADS}"
     );
+    let secured = matches!(args.transport, Transport::Tls | Transport::Dtls);
     ensure!(
-        (args.transport == Transport::Tls) == args.ca.is_some(),
-        "--ca is required with --transport tls, and only there"
+        secured == args.ca.is_some(),
+        "--ca is required with --transport tls and dtls, and only there"
     );
     ensure!(
-        args.tls_version.is_none() || args.transport == Transport::Tls,
-        "--tls-version is for --transport tls"
+        args.tls_version.is_none() || secured,
+        "--tls-version is for --transport tls and dtls"
     );
     ensure!(
         args.transport == Transport::Udp || args.rate.is_none(),
-        "--rate is for --transport udp only; over TCP and TLS use --window"
+        "--rate is for --transport udp only; over TCP, TLS and DTLS use --window"
     );
     if args.probe {
         let limit = Duration::from_secs_f64(args.duration);
+        let deadline = Instant::now() + limit;
+        // Over the secured transports the reason is worth telling: a certificate refused looks
+        // the same as a server not up from the outside.
         let answered = match args.transport {
-            Transport::Udp => probe(args.server, limit)?,
+            Transport::Udp if probe(args.server, limit)? => Ok(()),
+            Transport::Udp => Err(anyhow::anyhow!("no answer over UDP")),
             Transport::Tcp | Transport::Tls => {
-                let deadline = Instant::now() + limit;
-                let connector = Connector::new(&args)?;
-                connector
+                Connector::new(&args)?
                     .connect(deadline)
                     .and_then(|mut conn| {
                         let answered = binding(&mut conn, &mut TidGenerator::new(), deadline);
                         conn.close();
                         answered
                     })
-                    .is_ok()
             }
+            Transport::Dtls => DtlsConnector::new(&args)?
+                .connect(deadline)
+                .and_then(|mut conn| {
+                    let answered = binding(&mut conn, &mut TidGenerator::new(), deadline);
+                    conn.close();
+                    answered
+                }),
         };
-        return Ok(if answered {
-            ExitCode::SUCCESS
-        } else {
-            eprintln!("turn-load: {} did not answer", args.server);
-            ExitCode::FAILURE
+        return Ok(match answered {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("turn-load: {} did not answer: {error:#}", args.server);
+                ExitCode::FAILURE
+            }
         });
     }
     let outcome = load(&args)?;
@@ -302,8 +323,8 @@ fn load(args: &Args) -> Result<Outcome> {
     let n = args.allocations;
     let deadline = Instant::now() + SETUP_TIMEOUT;
 
-    // Client side: one UDP socket connected to the server, or one TCP or TLS connection, per
-    // allocation.
+    // Client side: one UDP socket connected to the server, or one TCP or TLS connection, or
+    // one DTLS session, per allocation.
     let mut clients = match args.transport {
         Transport::Udp => {
             let mut sockets = Vec::with_capacity(n);
@@ -318,15 +339,19 @@ fn load(args: &Args) -> Result<Outcome> {
         }
         Transport::Tcp | Transport::Tls => {
             let connector = Connector::new(args)?;
-            let mut conns = Vec::with_capacity(n);
-            for i in 0..n {
-                conns.push(
-                    connector
-                        .connect(deadline)
-                        .with_context(|| format!("connection {i}"))?,
-                );
-            }
-            Clients::Stream(conns)
+            let conns = (0..n).map(|i| {
+                let conn = connector.connect(deadline);
+                conn.with_context(|| format!("connection {i}"))
+            });
+            Clients::Stream(conns.collect::<Result<_>>()?)
+        }
+        Transport::Dtls => {
+            let connector = DtlsConnector::new(args)?;
+            let conns = (0..n).map(|i| {
+                let conn = connector.connect(deadline);
+                conn.with_context(|| format!("DTLS session {i}"))
+            });
+            Clients::Dtls(conns.collect::<Result<_>>()?)
         }
     };
     // In the TURN modes, one echo socket per allocation, connected to that allocation's relay
@@ -338,6 +363,7 @@ fn load(args: &Args) -> Result<Outcome> {
             let (allocation, echo) = match &mut clients {
                 Clients::Udp(sockets) => set_up(&mut sockets[i], args, &mut tids, deadline),
                 Clients::Stream(conns) => set_up(&mut conns[i], args, &mut tids, deadline),
+                Clients::Dtls(conns) => set_up(&mut conns[i], args, &mut tids, deadline),
             }
             .with_context(|| format!("allocation {i}"))?;
             echoes.push(echo);
@@ -356,17 +382,32 @@ fn load(args: &Args) -> Result<Outcome> {
                         .with_context(|| format!("Binding on connection {i}"))?;
                 }
             }
+            Clients::Dtls(conns) => {
+                for (i, conn) in conns.iter_mut().enumerate() {
+                    binding(conn, &mut tids, deadline)
+                        .with_context(|| format!("Binding on DTLS session {i}"))?;
+                }
+            }
         }
     }
     // Stale setup answers must not be taken for round trips (a stream has none left over: its
     // answers were read in order).
-    if let Clients::Udp(sockets) = &clients {
-        for socket in sockets {
-            drain_socket(socket);
+    match &mut clients {
+        Clients::Udp(sockets) => {
+            for socket in sockets {
+                drain_socket(socket);
+            }
         }
+        Clients::Dtls(conns) => {
+            for conn in conns {
+                conn.discard_pending();
+            }
+        }
+        Clients::Stream(_) => {}
     }
     let tls = match &clients {
         Clients::Stream(conns) => conns.first().and_then(StreamConn::tls_description),
+        Clients::Dtls(conns) => conns.first().map(DtlsConn::description),
         Clients::Udp(_) => None,
     };
 
@@ -426,29 +467,32 @@ fn load(args: &Args) -> Result<Outcome> {
                     },
                 )?);
             }
-            Clients::Stream(conns) => {
-                // Contiguous shares, so that each thread's allocations are first..first + len.
-                let share = n.div_ceil(args.stream_threads);
-                for (t, chunk) in conns.chunks_mut(share).enumerate() {
-                    let (templates, clock) = (&templates, &clock);
-                    let slots = args.window;
-                    client_threads.push(
-                        thread::Builder::new()
-                            .name(format!("client-{t}"))
-                            .spawn_scoped(scope, move || {
-                                stream_client_loop(
-                                    chunk,
-                                    t * share,
-                                    templates,
-                                    clock,
-                                    slots,
-                                    window,
-                                    stop_at,
-                                )
-                            })?,
-                    );
-                }
-            }
+            Clients::Stream(conns) => client_threads.extend(spawn_shares(
+                scope,
+                conns,
+                args.stream_threads,
+                Share {
+                    templates: &templates,
+                    clock: &clock,
+                    slots: args.window,
+                    window,
+                    stop_at,
+                },
+                stream_client_loop,
+            )?),
+            Clients::Dtls(conns) => client_threads.extend(spawn_shares(
+                scope,
+                conns,
+                args.stream_threads,
+                Share {
+                    templates: &templates,
+                    clock: &clock,
+                    slots: args.window,
+                    window,
+                    stop_at,
+                },
+                dtls_client_loop,
+            )?),
         }
 
         // CPU samples at both ends of the measured interval (the end after the drain, so that
@@ -501,37 +545,57 @@ fn load(args: &Args) -> Result<Outcome> {
         Clients::Udp(sockets) => {
             for (socket, allocation) in sockets.iter_mut().zip(&mut allocations) {
                 drain_socket(socket);
-                let _ = allocation.request(
-                    socket,
-                    Method::REFRESH,
-                    |w| w.add(&Lifetime(0)),
-                    &mut tids,
-                    each(Instant::now()),
-                );
+                release(socket, allocation, &mut tids, each(Instant::now()));
             }
         }
         Clients::Stream(conns) => {
-            for (i, conn) in conns.iter_mut().enumerate() {
-                if let Some(allocation) = allocations.get_mut(i) {
-                    let _ = allocation.request(
-                        conn,
-                        Method::REFRESH,
-                        |w| w.add(&Lifetime(0)),
-                        &mut tids,
-                        each(Instant::now()),
-                    );
-                }
-                conn.close();
-            }
+            release_and_close(conns, StreamConn::close, &mut allocations, &mut tids, each);
+        }
+        Clients::Dtls(conns) => {
+            release_and_close(conns, DtlsConn::close, &mut allocations, &mut tids, each);
         }
     }
     Ok(outcome)
+}
+
+/// Frees `allocation` with a Refresh of lifetime 0 over `conn`, best effort, by `deadline`.
+fn release(
+    conn: &mut impl Exchange,
+    allocation: &mut Allocation,
+    tids: &mut TidGenerator,
+    deadline: Instant,
+) {
+    let _ = allocation.request(
+        conn,
+        Method::REFRESH,
+        |w| w.add(&Lifetime(0)),
+        tids,
+        deadline,
+    );
+}
+
+/// Frees the allocation of each connection, then closes it with `close`; each release may
+/// take until `deadline` says.
+fn release_and_close<C: Exchange>(
+    conns: &mut [C],
+    close: fn(&mut C),
+    allocations: &mut [Allocation],
+    tids: &mut TidGenerator,
+    deadline: impl Fn(Instant) -> Instant,
+) {
+    for (i, conn) in conns.iter_mut().enumerate() {
+        if let Some(allocation) = allocations.get_mut(i) {
+            release(conn, allocation, tids, deadline(Instant::now()));
+        }
+        close(conn);
+    }
 }
 
 /// The client side of every allocation.
 enum Clients {
     Udp(Vec<UdpSocket>),
     Stream(Vec<StreamConn>),
+    Dtls(Vec<DtlsConn>),
 }
 
 /// Allocate, CreatePermission and, in channel mode, ChannelBind on `conn`, for a new echo
@@ -572,6 +636,52 @@ fn set_up(
     echo.connect(allocation.relay)
         .with_context(|| format!("connect the echo socket to {}", allocation.relay))?;
     Ok((allocation, (echo, echo_addr)))
+}
+
+/// What every client thread of a connection transport shares.
+#[derive(Clone, Copy)]
+struct Share<'a> {
+    templates: &'a Templates,
+    clock: &'a Clock,
+    /// Round trips outstanding per connection.
+    slots: usize,
+    window: Window,
+    stop_at: u64,
+}
+
+/// The client loop of a connection transport, over `conns`, whose first is allocation `first`.
+type ConnectionLoop<C> =
+    fn(&mut [C], usize, &Templates, &Clock, usize, Window, u64) -> Result<Stats>;
+
+/// Runs `client_loop` on `threads` threads, each over a contiguous share of `conns`, so that
+/// each thread's allocations are first..first + len.
+fn spawn_shares<'scope, C: Send>(
+    scope: &'scope thread::Scope<'scope, '_>,
+    conns: &'scope mut [C],
+    threads: usize,
+    share: Share<'scope>,
+    client_loop: ConnectionLoop<C>,
+) -> Result<Vec<thread::ScopedJoinHandle<'scope, Result<Stats>>>> {
+    let len = conns.len().div_ceil(threads).max(1);
+    let mut handles = Vec::new();
+    for (t, chunk) in conns.chunks_mut(len).enumerate() {
+        handles.push(
+            thread::Builder::new()
+                .name(format!("client-{t}"))
+                .spawn_scoped(scope, move || {
+                    client_loop(
+                        chunk,
+                        t * len,
+                        share.templates,
+                        share.clock,
+                        share.slots,
+                        share.window,
+                        share.stop_at,
+                    )
+                })?,
+        );
+    }
+    Ok(handles)
 }
 
 fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> Result<T> {

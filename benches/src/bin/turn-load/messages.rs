@@ -68,7 +68,7 @@ pub(crate) fn templates(
             Mode::Channel => {
                 let channel = ChannelNumber::new(CHANNEL).context("channel number")?;
                 ident_at = icebreaker_wire::CHANNEL_DATA_HEADER_LEN;
-                // Padded to 4 bytes over TCP and TLS (RFC 8656 §12.5).
+                // Padded to 4 bytes over TCP and TLS (RFC 8656 §12.5), not over UDP and DTLS.
                 icebreaker_wire::write_channel_data(
                     &mut buf,
                     channel,
@@ -209,10 +209,15 @@ mod tests {
     fn channel_data_is_padded_over_streams_only() -> Result<()> {
         use clap::Parser as _;
 
-        for (transport, framed) in [("udp", 4 + 101), ("tcp", 4 + 104), ("tls", 4 + 104)] {
+        for (transport, framed) in [
+            ("udp", 4 + 101),
+            ("tcp", 4 + 104),
+            ("tls", 4 + 104),
+            ("dtls", 4 + 101),
+        ] {
             let mut argv = vec!["turn-load", "--transport", transport, "--size", "101"];
             argv.extend(["--allocations", "1"]);
-            if transport == "tls" {
+            if transport == "tls" || transport == "dtls" {
                 argv.extend(["--ca", "unused.pem"]);
             }
             let args = Args::parse_from(argv);

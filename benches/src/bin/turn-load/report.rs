@@ -14,7 +14,8 @@ pub(crate) struct Outcome {
     pub(crate) received: u64,
     pub(crate) late: u64,
     pub(crate) invalid: u64,
-    /// Connections the server closed during the run (TCP and TLS).
+    /// Connections the server closed (TCP and TLS) or sessions that ended (DTLS) during the
+    /// run.
     pub(crate) closed: u64,
     pub(crate) p50_us: Option<u64>,
     pub(crate) p99_us: Option<u64>,
@@ -22,7 +23,7 @@ pub(crate) struct Outcome {
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) generator_cpu_s: f64,
     pub(crate) load_average: String,
-    /// TLS: the version and cipher suite negotiated.
+    /// TLS and DTLS: the version and cipher suite negotiated.
     pub(crate) tls: Option<String>,
 }
 
@@ -121,7 +122,7 @@ impl Outcome {
             ),
             None => "server CPU not sampled (no --pid)".to_owned(),
         };
-        // The row's name says the transport; TLS adds what was negotiated.
+        // The row's name says the transport; TLS and DTLS add what was negotiated.
         let mut transport = match &self.tls {
             Some(tls) => format!(" ({tls})"),
             None => String::new(),
@@ -231,12 +232,13 @@ pub(crate) fn report(path: &std::path::Path) -> Result<()> {
             fmt(cores(&b), 2),
         );
     }
-    // What the TLS rows negotiated, and connections a server closed under load: both matter
-    // when reading the stream rows.
+    // What the TLS and DTLS rows negotiated, and connections a server closed under load: both
+    // matter when reading those rows.
     let mut notes: Vec<String> = Vec::new();
     for ((row, name), value) in &cells {
         if let Some(tls) = value["tls"].as_str() {
-            let note = format!("TLS with {name}: {tls}");
+            let transport = value["transport"].as_str().unwrap_or("tls").to_uppercase();
+            let note = format!("{transport} with {name}: {tls}");
             if !notes.contains(&note) {
                 notes.push(note);
             }

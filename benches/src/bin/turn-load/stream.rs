@@ -9,6 +9,7 @@
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,15 +17,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use icebreaker_wire::TransactionId;
 use icebreaker_wire::framing::{self, Framing};
-use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use crate::messages::{Ident, Templates};
 use crate::setup::Exchange;
-use crate::traffic::{LOSS_TIMEOUT_NS, SWEEP_NS, Stats};
+use crate::traffic::{SWEEP_NS, Slots, Stats, expire_lost, wait_ready};
 use crate::{Args, BATCH, Clock, TlsVersion, Window};
 
 /// The ALPN protocol of STUN and TURN over TLS (RFC 7443).
@@ -46,6 +46,23 @@ const MAX_SKIPPED_FRAMES: usize = 1_000_000;
 /// Pause between attempts to connect while the server's listener is not up yet.
 const CONNECT_RETRY: Duration = Duration::from_millis(50);
 
+/// The certificates of a PEM file (`--ca`), as trust anchors: over TLS and DTLS alike.
+pub(crate) fn trusted(path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(path).with_context(|| format!("read {}", path.display()))?
+    {
+        let cert = cert.with_context(|| format!("a certificate in {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("trust the certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate in {}", path.display());
+    }
+    Ok(roots)
+}
+
 /// Opens the client connections: TCP, or TLS trusting one certificate (`--ca`).
 pub(crate) struct Connector {
     server: SocketAddr,
@@ -60,19 +77,7 @@ impl Connector {
         let tls = match args.ca.as_deref() {
             None => None,
             Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(path)
-                    .with_context(|| format!("read {}", path.display()))?
-                {
-                    let cert =
-                        cert.with_context(|| format!("a certificate in {}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("trust the certificate in {}", path.display()))?;
-                }
-                if roots.is_empty() {
-                    bail!("no certificate in {}", path.display());
-                }
+                let roots = trusted(path)?;
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
                 let versions: &[&rustls::SupportedProtocolVersion] = match args.tls_version {
                     None => rustls::DEFAULT_VERSIONS,
@@ -426,12 +431,14 @@ pub(crate) fn stream_client_loop(
     let w = window_size.min(BATCH);
     let mut run = Run {
         templates,
-        first,
-        w,
-        outstanding: vec![0; conns.len() * w],
+        slots: Slots {
+            first,
+            w,
+            outstanding: vec![0; conns.len() * w],
+            window,
+        },
         writing: vec![false; conns.len()],
         scratch: Vec::new(),
-        window,
     };
     for a in 0..conns.len() {
         run.refill(&epoll, conns, a, clock.now_ns(), &mut stats)?;
@@ -443,11 +450,7 @@ pub(crate) fn stream_client_loop(
         if now >= stop_at {
             break;
         }
-        let ready = match epoll.wait(&mut events, EpollTimeout::from(5u16)) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(error) => return Err(error.into()),
-        };
+        let ready = wait_ready(&epoll, &mut events, 5)?;
         for event in &events[..ready] {
             let a = usize::try_from(event.data()).unwrap_or(usize::MAX);
             if a >= conns.len() || closed[a] {
@@ -484,7 +487,9 @@ pub(crate) fn stream_client_loop(
                 };
                 let now = clock.now_ns();
                 while let Some(range) = conns[a].next_frame()? {
-                    freed += run.reply(&conns[a].rx[range], a, now, &mut stats);
+                    freed += run
+                        .slots
+                        .reply(templates, &conns[a].rx[range], a, now, &mut stats);
                 }
                 if drained {
                     break;
@@ -506,12 +511,7 @@ pub(crate) fn stream_client_loop(
         let now = clock.now_ns();
         if now >= next_sweep {
             next_sweep = now + SWEEP_NS;
-            for ts in &mut run.outstanding {
-                // Lost: the slot is reused; a reply that comes later counts as late.
-                if *ts != 0 && now.saturating_sub(*ts) > LOSS_TIMEOUT_NS {
-                    *ts = 0;
-                }
-            }
+            expire_lost(&mut run.slots.outstanding, now);
             if now < window.end {
                 for (a, &closed) in closed.iter().enumerate() {
                     if !closed {
@@ -527,44 +527,14 @@ pub(crate) fn stream_client_loop(
 /// The state of one client thread's run.
 struct Run<'t> {
     templates: &'t Templates,
-    /// The allocation index of the thread's first connection.
-    first: usize,
-    /// Slots per connection.
-    w: usize,
-    /// Send time of the round trip outstanding in each slot (connection × slot), 0 when free.
-    outstanding: Vec<u64>,
+    slots: Slots,
     /// Connections waiting for EPOLLOUT to write the rest of their queue.
     writing: Vec<bool>,
     /// One frame being stamped.
     scratch: Vec<u8>,
-    window: Window,
 }
 
 impl Run<'_> {
-    /// Accounts for one frame received on connection `a`; returns 1 if it freed a slot.
-    fn reply(&mut self, frame: &[u8], a: usize, now: u64, stats: &mut Stats) -> usize {
-        let Some(ident) = self.templates.reply(frame) else {
-            stats.invalid += 1;
-            return 0;
-        };
-        let slot = usize::from(ident.slot);
-        if usize::from(ident.alloc) != self.first + a || slot >= self.w {
-            stats.invalid += 1;
-            return 0;
-        }
-        let k = a * self.w + slot;
-        if self.outstanding[k] != ident.ts {
-            // Counted lost already, or a duplicate.
-            stats.late += 1;
-            return 0;
-        }
-        self.outstanding[k] = 0;
-        if self.window.contains(ident.ts) {
-            stats.record(now.saturating_sub(ident.ts));
-        }
-        1
-    }
-
     /// Sends a round trip in every free slot of connection `a`, all in one write. A connection
     /// whose earlier output still waits for the socket gets nothing more until it drains.
     fn refill(
@@ -578,30 +548,30 @@ impl Run<'_> {
         if self.writing[a] {
             return Ok(());
         }
-        let template = &self.templates.datagrams[self.first + a];
+        let template = &self.templates.datagrams[self.slots.first + a];
         let mut sent = 0u64;
-        for slot in 0..self.w {
-            let k = a * self.w + slot;
-            if self.outstanding[k] != 0 {
+        for slot in 0..self.slots.w {
+            let k = a * self.slots.w + slot;
+            if self.slots.outstanding[k] != 0 {
                 continue;
             }
             self.scratch.clear();
             self.scratch.extend_from_slice(template);
             Ident {
                 ts,
-                alloc: (self.first + a) as u16,
+                alloc: (self.slots.first + a) as u16,
                 slot: slot as u16,
             }
             .write(&mut self.scratch[self.templates.ident_at..]);
             conns[a].queue(&self.scratch)?;
             // Queued on a reliable stream: it goes out, so the round trip is outstanding.
-            self.outstanding[k] = ts;
+            self.slots.outstanding[k] = ts;
             sent += 1;
         }
         if sent == 0 {
             return Ok(());
         }
-        if self.window.contains(ts) {
+        if self.slots.window.contains(ts) {
             stats.sent += sent;
         }
         self.flush(epoll, conns, a)
@@ -611,7 +581,7 @@ impl Run<'_> {
     fn flush(&mut self, epoll: &Epoll, conns: &mut [StreamConn], a: usize) -> Result<()> {
         let done = conns[a]
             .flush()
-            .with_context(|| format!("send on connection {}", self.first + a))?;
+            .with_context(|| format!("send on connection {}", self.slots.first + a))?;
         // Already waiting for EPOLLOUT exactly when the queue is not done.
         if self.writing[a] != done {
             return Ok(());

@@ -28,7 +28,8 @@ pub(crate) struct Stats {
     pub(crate) received: u64,
     pub(crate) late: u64,
     pub(crate) invalid: u64,
-    /// Connections the server closed during the run (TCP and TLS).
+    /// Connections the server closed (TCP and TLS) or sessions that ended (DTLS) during the
+    /// run.
     pub(crate) closed: u64,
     hist: Vec<u32>,
 }
@@ -80,7 +81,7 @@ impl Stats {
 }
 
 /// Batch buffers and headers for `recvmmsg`/`sendmmsg` on connected sockets.
-struct Batch {
+pub(crate) struct Batch {
     bufs: Vec<u8>,
     lens: [usize; BATCH],
     recv_headers: MultiHeaders<()>,
@@ -88,7 +89,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn new() -> Batch {
+    pub(crate) fn new() -> Batch {
         Batch {
             bufs: vec![0; BATCH * BUF_LEN],
             lens: [0; BATCH],
@@ -98,7 +99,7 @@ impl Batch {
     }
 
     /// Receives what is queued on `fd`, up to [`BATCH`] datagrams, without waiting.
-    fn recv(&mut self, fd: RawFd) -> nix::Result<usize> {
+    pub(crate) fn recv(&mut self, fd: RawFd) -> nix::Result<usize> {
         let mut chunks = self.bufs.chunks_exact_mut(BUF_LEN);
         let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
@@ -117,7 +118,7 @@ impl Batch {
         Ok(n)
     }
 
-    fn received(&self, i: usize) -> &[u8] {
+    pub(crate) fn received(&self, i: usize) -> &[u8] {
         &self.bufs[i * BUF_LEN..i * BUF_LEN + self.lens[i].min(BUF_LEN)]
     }
 
@@ -132,7 +133,7 @@ impl Batch {
 
 /// One `sendmmsg` of `n` (at most [`BATCH`]) datagrams on a connected socket; returns how many
 /// the kernel took.
-fn send_many<'b>(
+pub(crate) fn send_many<'b>(
     fd: RawFd,
     headers: &mut MultiHeaders<()>,
     n: usize,
@@ -206,11 +207,7 @@ pub(crate) fn client_loop(
             break;
         }
         let sending = now < window.end;
-        let ready = match epoll.wait(&mut events, EpollTimeout::from(5u16)) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(error) => return Err(error.into()),
-        };
+        let ready = wait_ready(&epoll, &mut events, 5)?;
         for event in &events[..ready] {
             let a = usize::try_from(event.data()).unwrap_or(usize::MAX);
             let Some(socket) = sockets.get(a) else {
@@ -264,12 +261,7 @@ pub(crate) fn client_loop(
         let now = clock.now_ns();
         if saturated && now >= next_sweep {
             next_sweep = now + SWEEP_NS;
-            for ts in &mut slots.outstanding {
-                // Lost: the slot is reused; a reply that comes later counts as late.
-                if *ts != 0 && now.saturating_sub(*ts) > LOSS_TIMEOUT_NS {
-                    *ts = 0;
-                }
-            }
+            expire_lost(&mut slots.outstanding, now);
             if now < window.end {
                 for a in 0..sockets.len() {
                     refill(
@@ -399,11 +391,7 @@ pub(crate) fn echo_peer(
     let mut batch = Batch::new();
     let mut echoed = 0u64;
     while !stop.load(Ordering::Relaxed) && clock.now_ns() < hard_stop {
-        let ready = match epoll.wait(&mut events, EpollTimeout::from(10u16)) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(error) => return Err(error.into()),
-        };
+        let ready = wait_ready(&epoll, &mut events, 10)?;
         for event in &events[..ready] {
             let Some(socket) = usize::try_from(event.data())
                 .ok()
@@ -425,6 +413,75 @@ pub(crate) fn echo_peer(
         }
     }
     Ok(echoed)
+}
+
+/// Waits up to `timeout_ms` for readiness; the number of `events` filled, 0 when a signal
+/// cut the wait short.
+pub(crate) fn wait_ready(
+    epoll: &Epoll,
+    events: &mut [EpollEvent],
+    timeout_ms: u16,
+) -> Result<usize> {
+    match epoll.wait(events, EpollTimeout::from(timeout_ms)) {
+        Ok(n) => Ok(n),
+        Err(Errno::EINTR) => Ok(0),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Frees the slots of round trips outstanding for longer than [`LOSS_TIMEOUT_NS`]: they are
+/// lost, and a reply that comes later counts as late.
+pub(crate) fn expire_lost(outstanding: &mut [u64], now: u64) {
+    for ts in outstanding {
+        if *ts != 0 && now.saturating_sub(*ts) > LOSS_TIMEOUT_NS {
+            *ts = 0;
+        }
+    }
+}
+
+/// The round trips outstanding on one client thread's connections (TCP, TLS) or sessions
+/// (DTLS).
+pub(crate) struct Slots {
+    /// The allocation index of the thread's first connection.
+    pub(crate) first: usize,
+    /// Slots per connection.
+    pub(crate) w: usize,
+    /// Send time of the round trip outstanding in each slot (connection × slot), 0 when free.
+    pub(crate) outstanding: Vec<u64>,
+    pub(crate) window: Window,
+}
+
+impl Slots {
+    /// Accounts for one frame or record received on connection `a`; returns 1 if it freed a slot.
+    pub(crate) fn reply(
+        &mut self,
+        templates: &Templates,
+        record: &[u8],
+        a: usize,
+        now: u64,
+        stats: &mut Stats,
+    ) -> usize {
+        let Some(ident) = templates.reply(record) else {
+            stats.invalid += 1;
+            return 0;
+        };
+        let slot = usize::from(ident.slot);
+        if usize::from(ident.alloc) != self.first + a || slot >= self.w {
+            stats.invalid += 1;
+            return 0;
+        }
+        let k = a * self.w + slot;
+        if self.outstanding[k] != ident.ts {
+            // Counted lost already, or a duplicate.
+            stats.late += 1;
+            return 0;
+        }
+        self.outstanding[k] = 0;
+        if self.window.contains(ident.ts) {
+            stats.record(now.saturating_sub(ident.ts));
+        }
+        1
+    }
 }
 
 #[cfg(test)]
