@@ -89,13 +89,27 @@ impl Server {
     /// Starts the server on a free loopback port with a metrics endpoint and a small relay
     /// port range of its own, plus `extra` flags; returns once it is serving.
     pub fn start(extra: &[&str]) -> Server {
-        let port = free_udp_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let loopback = [std::net::Ipv4Addr::LOCALHOST.into()];
+        // A port free a moment ago may be taken before the server binds it (by an outgoing
+        // connection of another test, whose local ports come from the same range): a server
+        // that exits at start gets another port.
+        for _ in 0..2 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port(&loopback)));
+            if let Ok(server) = Server::try_start_on(addr, extra) {
+                return server;
+            }
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port(&loopback)));
         Server::start_on(addr, extra)
     }
 
     /// As [`Server::start`], on a given listen address.
     pub fn start_on(addr: SocketAddr, extra: &[&str]) -> Server {
+        Server::try_start_on(addr, extra).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// As [`Server::start_on`]; when the server exits or prints no banner: why.
+    fn try_start_on(addr: SocketAddr, extra: &[&str]) -> Result<Server, String> {
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         // Spread relay ranges by listen port so that servers of parallel tests never compete.
         let relay_base = 20_000 + (addr.port() % 1_000) * 40;
@@ -121,16 +135,19 @@ impl Server {
                 Ok(line) => banner.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("icebreaker printed no banner; got {banner:?}");
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(format!(
+                        "icebreaker on {addr} printed no banner ({status}); got {banner:?}"
+                    ));
                 }
             }
         }
-        Server {
+        Ok(Server {
             child,
             addr,
             metrics,
             banner,
-        }
+        })
     }
 
     /// Fetches `path` from the metrics endpoint: the status line and the body.
