@@ -189,11 +189,11 @@ pub struct SignalRelay {
 }
 
 impl SignalRelay {
-    /// Starts it and waits until it says where it listens.
+    /// Starts it on a port the system picks (so that no other test can take it first) and
+    /// waits until it says which.
     pub fn start() -> SignalRelay {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let mut child = Command::new(icebreaker_bin())
-            .args(["signal", "--listen", &addr.to_string()])
+            .args(["signal", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -203,8 +203,16 @@ impl SignalRelay {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) if line.contains("ws://") => break,
-                Ok(_) => {}
+                Ok(line) => {
+                    // "... signaling relay on ws://127.0.0.1:PORT/ROOM"
+                    let listening = line
+                        .split_once("ws://")
+                        .and_then(|(_, rest)| rest.split_once('/'))
+                        .and_then(|(addr, _)| addr.parse().ok());
+                    if let Some(addr) = listening {
+                        return SignalRelay { child, addr };
+                    }
+                }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -212,7 +220,6 @@ impl SignalRelay {
                 }
             }
         }
-        SignalRelay { child, addr }
     }
 
     /// A fresh room URL, unique within this test process.
@@ -399,7 +406,8 @@ impl Coturn {
         listeners: CoturnListeners<'_>,
         make: impl FnOnce(&Path) -> TestCertificate,
     ) -> Coturn {
-        let port = free_udp_port();
+        // Free for TCP too: coturn listens on the same port with both.
+        let port = free_port(&[std::net::Ipv4Addr::LOCALHOST.into()]);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let dir =
             std::env::temp_dir().join(format!("icebreaker-coturn-{}-{port}", std::process::id()));
