@@ -228,7 +228,7 @@ async function inPage({ mode, iceServers, timeoutMs }) {
     && JSON.stringify(received.ba) === JSON.stringify(expect('b->a'));
 
   // The selected candidate pair of each side, from getStats().
-  const selected = async (pc) => {
+  const selectedNow = async (pc) => {
     const stats = await pc.getStats();
     let pair;
     stats.forEach((s) => {
@@ -253,6 +253,16 @@ async function inPage({ mode, iceServers, timeoutMs }) {
       bytesSent: pair.bytesSent,
       bytesReceived: pair.bytesReceived,
     };
+  };
+  // The controlled side selects a pair when the peer nominates it, and its own check of that
+  // pair (over TLS, slow on a loaded machine) may still be in progress then: give the check
+  // up to 5 s to end before the pair is reported.
+  const selected = async (pc) => {
+    for (let tries = 1; ; tries++) {
+      const pair = await selectedNow(pc);
+      if (pair?.state === 'succeeded' || tries === 50) return pair;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   };
   result.pairA = await selected(a);
   result.pairB = await selected(b);
