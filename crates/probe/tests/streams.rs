@@ -14,7 +14,7 @@ use ice_probe::turn_checks::CHECK_NAMES;
 use icebreaker_tests::have_tool;
 
 mod common;
-use common::{as_alice, find, metric, probe, start_coturn, trusting};
+use common::{as_alice, find, metric, probe, relay_outcome, start_coturn, statuses, trusting};
 use icebreaker_tests::Coturn;
 
 fn trusting_coturn(coturn: &Coturn) -> Settings {
@@ -172,25 +172,6 @@ async fn a_plain_tcp_port_probed_as_tls_is_explained() {
 }
 
 /// A relay check's name, status and value.
-type RelayCheck = (String, Status, String);
-
-/// The relay checks' statuses and values, and the relay findings, of an audit.
-fn relay_outcome(report: &Report) -> (Vec<RelayCheck>, Vec<(Severity, String)>) {
-    let checks = report
-        .checks
-        .iter()
-        .filter(|c| c.name.starts_with("audit-relay-"))
-        .map(|c| (c.name.clone(), c.status, c.value.clone()))
-        .collect::<Vec<_>>();
-    let findings = report
-        .findings
-        .iter()
-        .filter(|f| f.check.starts_with("audit-relay-"))
-        .map(|f| (f.severity, f.check.clone()))
-        .collect();
-    (checks, findings)
-}
-
 #[tokio::test]
 async fn the_audit_over_tcp_and_tls_finds_what_it_finds_over_udp() {
     if !have_tool("turnserver") {
@@ -206,11 +187,6 @@ async fn the_audit_over_tcp_and_tls_finds_what_it_finds_over_udp() {
     assert_eq!(udp_checks.len(), 7, "{udp:#?}");
     for (name, report) in [("tcp", &tcp), ("tls", &tls)] {
         let (checks, findings) = relay_outcome(report);
-        let statuses = |c: &[RelayCheck]| {
-            c.iter()
-                .map(|(n, s, _)| (n.clone(), *s))
-                .collect::<Vec<_>>()
-        };
         assert_eq!(statuses(&checks), statuses(&udp_checks), "{name}");
         assert_eq!(findings, udp_findings, "{name}");
         for critical in ["audit-relay-loopback", "audit-relay-metadata"] {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ice_probe::report::{Check, Report};
+use ice_probe::report::{Check, Report, Severity, Status};
 use ice_probe::tls::TlsOptions;
 use ice_probe::{Credentials, Settings, run};
 use icebreaker_ice::uri::ServerUri;
@@ -96,4 +96,29 @@ pub fn dtls_coturn_serving(
         },
         make,
     )
+}
+
+pub type RelayCheck = (String, Status, String);
+
+/// The relay checks' statuses and values, and the relay findings, of an audit.
+pub fn relay_outcome(report: &Report) -> (Vec<RelayCheck>, Vec<(Severity, String)>) {
+    let checks = report
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("audit-relay-"))
+        .map(|c| (c.name.clone(), c.status, c.value.clone()))
+        .collect::<Vec<_>>();
+    let findings = report
+        .findings
+        .iter()
+        .filter(|f| f.check.starts_with("audit-relay-"))
+        .map(|f| (f.severity, f.check.clone()))
+        .collect();
+    (checks, findings)
+}
+
+/// The names and statuses of relay checks, without their values (which name ports that differ
+/// from one allocation to the next).
+pub fn statuses(checks: &[RelayCheck]) -> Vec<(String, Status)> {
+    checks.iter().map(|(n, s, _)| (n.clone(), *s)).collect()
 }
