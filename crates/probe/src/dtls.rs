@@ -28,7 +28,7 @@ use tokio::net::UdpSocket;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, AlertDescription, CipherSuite, NamedGroup};
 
-use crate::net::{INITIAL_RTO, Response, TransactError, unspecified};
+use crate::net::{INITIAL_RTO, Response, TransactError, transaction_id, unspecified};
 use crate::tls::{Failure, Handshake, Protocol, TlsClient, TlsFailure, TlsOptions, cert};
 use hello::Observer;
 
@@ -341,10 +341,7 @@ impl DtlsConn {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Response, TransactError> {
-        let id = request
-            .get(8..20)
-            .ok_or(TransactError::Io(io::ErrorKind::InvalidInput.into()))?
-            .to_vec();
+        let id = transaction_id(request)?.to_vec();
         let deadline = Instant::now() + timeout;
         let mut rto = INITIAL_RTO;
         let mut transmissions = 0u32;

@@ -46,6 +46,13 @@ pub enum TransactError {
     Connect(String),
 }
 
+/// The transaction ID of the STUN `request`, which every transaction matches its answer by.
+pub(crate) fn transaction_id(request: &[u8]) -> Result<&[u8], TransactError> {
+    request
+        .get(8..20)
+        .ok_or(TransactError::Io(io::ErrorKind::InvalidInput.into()))
+}
+
 impl TransactError {
     /// The plain explanation of a missing answer from `server` over UDP for a check's output.
     pub fn explain(&self, server: SocketAddr, waited: Duration) -> String {
@@ -180,9 +187,7 @@ impl StunSocket {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Response, TransactError> {
-        let id = request
-            .get(8..20)
-            .ok_or(TransactError::Io(io::ErrorKind::InvalidInput.into()))?;
+        let id = transaction_id(request)?;
         let start = Instant::now();
         let deadline = start + timeout;
         let mut rto = INITIAL_RTO;

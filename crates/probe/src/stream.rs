@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::dtls::{DtlsClient, DtlsConn, DtlsConnection};
-use crate::net::{Response, StunSocket, TransactError};
+use crate::net::{Response, StunSocket, TransactError, transaction_id};
 use crate::tls::{Handshake, TlsClient, TlsFailure};
 use crate::{Settings, Target};
 
@@ -365,9 +365,7 @@ impl StreamConn {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Response, TransactError> {
-        let id = request
-            .get(8..20)
-            .ok_or(TransactError::Io(io::ErrorKind::InvalidInput.into()))?;
+        let id = transaction_id(request)?;
         let sent_at = Instant::now();
         let deadline = sent_at + timeout;
         self.send(request, timeout).await?;
