@@ -126,6 +126,15 @@ impl Streams {
     pub(super) fn connection_ended(&self) {
         self.settings.open.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Keeps `connection` in `slot`, found by its client, and swept for limits from now on.
+    fn insert(&mut self, slot: usize, connection: Connection, now: Instant) {
+        self.by_client.insert(connection.five_tuple, slot);
+        self.connections[slot] = Some(connection);
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
 }
 
 impl Worker {
@@ -162,7 +171,7 @@ impl Worker {
                     Ok(session) => Some(session),
                     Err(error) => {
                         debug!(%error, "cannot start a TLS session");
-                        self.streams.settings.open.fetch_sub(1, Ordering::Relaxed);
+                        self.streams.connection_ended();
                         self.metrics.connection_closed(transport, CloseReason::Tls);
                         continue;
                     }
@@ -171,40 +180,49 @@ impl Worker {
             };
             // Answers are small and latency matters more than packing them.
             let _ = stream.set_nodelay(true);
-            let slot = self.streams.free.pop().unwrap_or_else(|| {
-                self.streams.connections.push(None);
-                self.streams.connections.len() - 1
-            });
-            if let Err(error) = self.poll.registry().register(
-                &mut stream,
-                Token(CONN_BASE + slot),
-                Interest::READABLE,
-            ) {
-                debug!(%error, "cannot watch a connection");
-                self.streams.free.push(slot);
-                self.streams.settings.open.fetch_sub(1, Ordering::Relaxed);
-                self.metrics.connection_closed(transport, CloseReason::Peer);
+            let Some(slot) = self.watch(&mut stream, transport) else {
                 continue;
-            }
+            };
             let five_tuple = FiveTuple {
                 client,
                 server: local,
                 transport,
             };
             let proxy = self.streams.settings.proxy_protocol;
-            self.streams.connections[slot] = Some(Connection {
-                link: Link::new(stream, session, proxy, now),
-                reader: FrameReader::default(),
-                five_tuple,
-                last_read: now,
-                writable: false,
-                routed: false,
-            });
-            self.streams.by_client.insert(five_tuple, slot);
-            if self.streams.next_sweep.is_none() {
-                self.streams.next_sweep = Some(now + SWEEP_INTERVAL);
-            }
+            self.streams.insert(
+                slot,
+                Connection {
+                    link: Link::new(stream, session, proxy, now),
+                    reader: FrameReader::default(),
+                    five_tuple,
+                    last_read: now,
+                    writable: false,
+                    routed: false,
+                },
+                now,
+            );
         }
+    }
+
+    /// A slot for a new connection, whose readiness the event loop now reports; `None` when
+    /// it cannot be watched, and the connection is counted closed.
+    fn watch(&mut self, stream: &mut TcpStream, transport: ClientTransport) -> Option<usize> {
+        let slot = self.streams.free.pop().unwrap_or_else(|| {
+            self.streams.connections.push(None);
+            self.streams.connections.len() - 1
+        });
+        if let Err(error) =
+            self.poll
+                .registry()
+                .register(stream, Token(CONN_BASE + slot), Interest::READABLE)
+        {
+            debug!(%error, "cannot watch a connection");
+            self.streams.free.push(slot);
+            self.streams.connection_ended();
+            self.metrics.connection_closed(transport, CloseReason::Peer);
+            return None;
+        }
+        Some(slot)
     }
 
     /// Handles readiness of connection `slot`.
@@ -376,34 +394,21 @@ impl Worker {
             reader,
             five_tuple,
         } = detached;
-        let slot = self.streams.free.pop().unwrap_or_else(|| {
-            self.streams.connections.push(None);
-            self.streams.connections.len() - 1
-        });
-        if let Err(error) = self.poll.registry().register(
-            link.stream_mut(),
-            Token(CONN_BASE + slot),
-            Interest::READABLE,
-        ) {
-            debug!(%error, "cannot watch a connection");
-            self.streams.free.push(slot);
-            self.streams.connection_ended();
-            self.metrics
-                .connection_closed(five_tuple.transport, CloseReason::Peer);
+        let Some(slot) = self.watch(link.stream_mut(), five_tuple.transport) else {
             return;
-        }
-        self.streams.connections[slot] = Some(Connection {
-            link,
-            reader,
-            five_tuple,
-            last_read: now,
-            writable: false,
-            routed: true,
-        });
-        self.streams.by_client.insert(five_tuple, slot);
-        if self.streams.next_sweep.is_none() {
-            self.streams.next_sweep = Some(now + SWEEP_INTERVAL);
-        }
+        };
+        self.streams.insert(
+            slot,
+            Connection {
+                link,
+                reader,
+                five_tuple,
+                last_read: now,
+                writable: false,
+                routed: true,
+            },
+            now,
+        );
         // No readiness event announces the bytes already read.
         self.connection_ready(io, slot, true, true, now);
     }
@@ -498,7 +503,7 @@ impl Worker {
             .deregister(connection.link.stream_mut());
         self.streams.by_client.remove(&connection.five_tuple);
         self.streams.free.push(slot);
-        self.streams.settings.open.fetch_sub(1, Ordering::Relaxed);
+        self.streams.connection_ended();
         self.core
             .connection_closed(&connection.five_tuple, &mut self.relays);
         self.metrics
