@@ -7,13 +7,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dimpl::{Config, Dtls, DtlsCertificate, Output, ProtocolVersion};
 
-use crate::stun_client::{ANSWER_WAIT, RecvError};
+use crate::stun_client::{ANSWER_WAIT, RecvError, connected_udp_socket};
 
 /// The DTLS versions a client offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,16 +63,7 @@ impl DtlsClient {
 
     /// A client that has sent nothing yet: [`DtlsClient::drive_for`] moves it on.
     pub fn start(server: SocketAddr, version: DtlsVersion) -> DtlsClient {
-        let any = if server.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let socket = UdpSocket::bind(any).unwrap_or_else(|e| panic!("bind {any}: {e}"));
-        socket
-            .connect(server)
-            .unwrap_or_else(|e| panic!("connect {server}: {e}"));
-        let local = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (socket, local) = connected_udp_socket(server);
         let config = Arc::new(
             Config::builder()
                 .with_crypto_provider(dimpl::crypto::rust_crypto::default_provider())

@@ -269,20 +269,26 @@ pub struct StunClient {
     credentials: Option<Credentials>,
 }
 
+/// A new UDP socket of `server`'s family connected to it, and its address: once connected,
+/// the specific address the server sees.
+pub(crate) fn connected_udp_socket(server: SocketAddr) -> (UdpSocket, SocketAddr) {
+    let any = if server.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let socket = UdpSocket::bind(any).unwrap_or_else(|e| panic!("bind {any}: {e}"));
+    socket
+        .connect(server)
+        .unwrap_or_else(|e| panic!("connect {server}: {e}"));
+    let local = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    (socket, local)
+}
+
 impl StunClient {
     /// A client on a new UDP socket of `server`'s family, sending only to `server`.
     pub fn udp(server: SocketAddr) -> StunClient {
-        let any = if server.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let socket = UdpSocket::bind(any).unwrap_or_else(|e| panic!("bind {any}: {e}"));
-        socket
-            .connect(server)
-            .unwrap_or_else(|e| panic!("connect {server}: {e}"));
-        // Once connected, the socket has the specific address the server sees.
-        let local = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (socket, local) = connected_udp_socket(server);
         StunClient::new(Link::Udp(socket), Transport::Udp, local)
     }
 
