@@ -446,6 +446,13 @@ fn load(args: &Args) -> Result<Outcome> {
         };
         let mut sender = None;
         let mut client_threads = Vec::new();
+        let share = Share {
+            templates: &templates,
+            clock: &clock,
+            slots: args.window,
+            window,
+            stop_at,
+        };
         match &mut clients {
             Clients::Udp(sockets) => {
                 let (sockets, templates, clock) = (&*sockets, &templates, &clock);
@@ -471,26 +478,14 @@ fn load(args: &Args) -> Result<Outcome> {
                 scope,
                 conns,
                 args.stream_threads,
-                Share {
-                    templates: &templates,
-                    clock: &clock,
-                    slots: args.window,
-                    window,
-                    stop_at,
-                },
+                share,
                 stream_client_loop,
             )?),
             Clients::Dtls(conns) => client_threads.extend(spawn_shares(
                 scope,
                 conns,
                 args.stream_threads,
-                Share {
-                    templates: &templates,
-                    clock: &clock,
-                    slots: args.window,
-                    window,
-                    stop_at,
-                },
+                share,
                 dtls_client_loop,
             )?),
         }
