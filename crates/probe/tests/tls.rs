@@ -23,7 +23,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 use tokio_rustls::rustls::{self, ServerConfig};
 
 mod common;
-use common::find;
+use common::{explanation, find};
 
 /// A test CA and what it signs.
 struct Ca {
@@ -165,10 +165,6 @@ async fn probe(host: &str, server: SocketAddr, ca: Option<&Ca>) -> Vec<Check> {
         ..Settings::default()
     };
     binding_over_stream(&target, &settings).await.0
-}
-
-fn explanation(check: &Check) -> &str {
-    check.explanation.as_deref().unwrap_or_default()
 }
 
 #[tokio::test]

@@ -48,6 +48,24 @@ pub fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
         .unwrap_or_else(|| panic!("no {name} check in {checks:#?}"))
 }
 
+/// `check`'s explanation, empty without one.
+pub fn explanation(check: &Check) -> &str {
+    check.explanation.as_deref().unwrap_or_default()
+}
+
+/// After the handshake check `failed` failed, the Binding and TURN checks were skipped for it:
+/// they would fail the same way.
+pub fn assert_skipped_after(checks: &[Check], failed: &str) {
+    for name in ["binding", "allocate", "deallocate"] {
+        let check = find(checks, name);
+        assert_eq!(check.status, Status::Skip, "{check:#?}");
+        assert_eq!(
+            explanation(check),
+            format!("depends on {failed}, which failed")
+        );
+    }
+}
+
 /// The value of `check`'s metric `name`; the test fails without one.
 pub fn metric(check: &Check, name: &str) -> f64 {
     check
