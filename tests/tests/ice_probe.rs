@@ -280,20 +280,10 @@ fn explanation<'r>(report: &'r Value, name: &str) -> &'r str {
         .unwrap_or_default()
 }
 
-/// The checks a stream URI runs in place of UDP's `binding`, `mapped-address` and NAT
-/// behaviour, before the TURN checks.
-const STREAM_TURN_CHECKS: [&str; 10] = [
-    "connect",
-    "binding",
-    "mapped-address",
-    "allocate",
-    "relayed-address",
-    "permission",
-    "relay-data",
-    "channel-data",
-    "refresh",
-    "deallocate",
-];
+/// The checks a stream URI must pass: the connection first, then those of a UDP URI.
+fn stream_turn_checks() -> Vec<&'static str> {
+    ["connect"].into_iter().chain(TURN_CHECKS).collect()
+}
 
 #[test]
 fn over_tcp_and_tls_every_check_passes_against_icebreaker_and_the_audit_finds_nothing() {
@@ -321,7 +311,7 @@ fn over_tcp_and_tls_every_check_passes_against_icebreaker_and_the_audit_finds_no
     let tcp = format!("turn:127.0.0.1:{}?transport=tcp", server.addr.port());
     let credentials = ["--user", "alice", "--password", "secret"];
     let (code, report) = probe_json(&[&[tcp.as_str(), "--audit"][..], &credentials].concat());
-    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_passed(&report, &stream_turn_checks());
     assert_eq!(report["findings"], Value::Array(Vec::new()), "{report:#}");
     for check in checks(&report) {
         assert_ne!(check["status"], "fail", "{check:#}");
@@ -337,7 +327,7 @@ fn over_tcp_and_tls_every_check_passes_against_icebreaker_and_the_audit_finds_no
     // TLS, trusting the test certificate.
     let turns = format!("turns:127.0.0.1:{}", tls.port());
     let (code, report) = probe_json(&[&[turns.as_str(), "--ca", &cert][..], &credentials].concat());
-    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_passed(&report, &stream_turn_checks());
     assert_passed(&report, &["tls", "tls-certificate"]);
     let handshake = value(&report, "tls");
     assert!(
@@ -374,7 +364,7 @@ fn against_coturn_over_tls_the_certificate_flags_decide() {
     let credentials = ["--user", "alice", "--password", "secret"];
 
     let (code, report) = probe_json(&[&[turns.as_str(), "--ca", &cert][..], &credentials].concat());
-    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_passed(&report, &stream_turn_checks());
     assert_passed(&report, &["resolve", "tls", "tls-certificate"]);
     assert_eq!(code, 0, "{report:#}");
 
@@ -385,7 +375,7 @@ fn against_coturn_over_tls_the_certificate_flags_decide() {
     assert!(table.contains("unknown issuer"), "{table}");
 
     let (code, report) = probe_json(&[&[turns.as_str(), "--insecure"][..], &credentials].concat());
-    assert_passed(&report, &STREAM_TURN_CHECKS);
+    assert_passed(&report, &stream_turn_checks());
     assert_eq!(check(&report, "tls-certificate")["status"], "skip");
     assert!(
         explanation(&report, "tls-certificate").starts_with("not verified (--insecure)"),
