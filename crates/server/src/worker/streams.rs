@@ -368,6 +368,17 @@ impl Worker {
     /// Takes connection `slot` off the stream side, to hand it over: no longer watched, but
     /// still counted against the connection limit.
     pub(super) fn detach(&mut self, slot: usize) -> Option<Detached> {
+        let connection = self.unwatch(slot)?;
+        Some(Detached {
+            link: connection.link,
+            reader: connection.reader,
+            five_tuple: connection.five_tuple,
+        })
+    }
+
+    /// Takes connection `slot` out of the event loop and the slot table, the twin of
+    /// [`Worker::watch`] and [`Streams::insert`]; `None` when the slot is empty.
+    fn unwatch(&mut self, slot: usize) -> Option<Connection> {
         let mut connection = self
             .streams
             .connections
@@ -379,11 +390,7 @@ impl Worker {
             .deregister(connection.link.stream_mut());
         self.streams.by_client.remove(&connection.five_tuple);
         self.streams.free.push(slot);
-        Some(Detached {
-            link: connection.link,
-            reader: connection.reader,
-            five_tuple: connection.five_tuple,
-        })
+        Some(connection)
     }
 
     /// Takes in a connection another worker read a ConnectionBind on for this worker's core,
@@ -487,22 +494,11 @@ impl Worker {
 
     /// Closes connection `slot`: its allocation goes with it.
     pub(super) fn close(&mut self, slot: usize, reason: CloseReason) {
-        let Some(mut connection) = self
-            .streams
-            .connections
-            .get_mut(slot)
-            .and_then(Option::take)
-        else {
+        let Some(mut connection) = self.unwatch(slot) else {
             return;
         };
         // Last words (a TLS alert, an answer) go out if the socket takes them at once.
         let _ = connection.link.flush();
-        let _ = self
-            .poll
-            .registry()
-            .deregister(connection.link.stream_mut());
-        self.streams.by_client.remove(&connection.five_tuple);
-        self.streams.free.push(slot);
         self.streams.connection_ended();
         self.core
             .connection_closed(&connection.five_tuple, &mut self.relays);
