@@ -666,18 +666,7 @@ impl Agent {
                 self.handle_response(now, local, remote, &message);
                 return None;
             }
-            let relayed = self.relays[index].client.relayed_address();
-            let peer_data = self.relays[index]
-                .client
-                .handle_input(now, &mut *self.rng, packet);
-            let result = match (peer_data, relayed) {
-                (Some(data), Some(relayed)) => {
-                    self.handle_from_peer(now, relayed, data.peer, data.data)
-                }
-                _ => None,
-            };
-            self.drain_relay(now, index);
-            return result;
+            return self.relay_input(now, index, packet);
         }
         self.handle_from_peer(now, local, remote, packet)
     }

@@ -88,7 +88,7 @@ impl Agent {
             return received;
         };
         if !connection.transport.is_stream() {
-            received.extend(self.relay_input(now, index, bytes));
+            received.extend(self.relay_input(now, index, bytes).map(<[u8]>::to_vec));
             return received;
         }
         let mut inbox = std::mem::take(&mut self.relays[index].inbox);
@@ -102,7 +102,8 @@ impl Agent {
                 Err(error) => break Some(error),
             };
             let end = start + frame.len;
-            received.extend(self.relay_input(now, index, &inbox[start..end]));
+            let app = self.relay_input(now, index, &inbox[start..end]);
+            received.extend(app.map(<[u8]>::to_vec));
             start = end;
             if self.relays[index].closed {
                 return received;
@@ -117,17 +118,22 @@ impl Agent {
         received
     }
 
-    /// One message from the server of relay `index`: the application data it relayed from
-    /// the peer, if any.
-    fn relay_input(&mut self, now: Instant, index: usize, message: &[u8]) -> Option<Vec<u8>> {
+    /// One message from the server of relay `index`, over UDP or a connection: the
+    /// application data it relayed from the peer, if any, within `message`.
+    pub(super) fn relay_input<'p>(
+        &mut self,
+        now: Instant,
+        index: usize,
+        message: &'p [u8],
+    ) -> Option<&'p [u8]> {
         let relayed = self.relays[index].client.relayed_address();
         let peer_data = self.relays[index]
             .client
             .handle_input(now, &mut *self.rng, message);
         let app = match (peer_data, relayed) {
-            (Some(data), Some(relayed)) => self
-                .handle_from_peer(now, relayed, data.peer, data.data)
-                .map(<[u8]>::to_vec),
+            (Some(data), Some(relayed)) => {
+                self.handle_from_peer(now, relayed, data.peer, data.data)
+            }
             _ => None,
         };
         self.drain_relay(now, index);
